@@ -1,0 +1,35 @@
+"""Command-line flags shared by the stage scripts.
+
+The paper's spellings (``-net``, ``-dataset``, ``-b`` ...) are kept as aliases
+of GNU-style flags so existing command lines keep working.
+"""
+from __future__ import annotations
+
+import argparse
+
+from datasets import list_datasets
+from models import list_models
+
+
+def base_parser(description: str, dataset_default: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-dataset", "--dataset", default=dataset_default,
+                   help=f"dataset, case-insensitive: {', '.join(list_datasets())}")
+    p.add_argument("-net", "--net", default=None, help=f"model ({', '.join(list_models())}); default from config.py")
+    p.add_argument("-classes", "--classes", type=int, default=None,
+                   help="number of classes of the dataset, OOD included (default from config.py)")
+    p.add_argument("-seed", "--seed", type=int, default=0)
+    p.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="batch size (default from config.py / the method)")
+    p.add_argument("-gpu", "--gpu", action="store_true", help="use CUDA (same as --device cuda)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-root", "--data_root", dest="data_root", default=None,
+                   help="dataset folder (default ./data or $UNLEARN_DATA_ROOT)")
+    p.add_argument("--log-root", "--log_root", dest="log_root", default=None,
+                   help="output folder (default ./log_files or $UNLEARN_LOG_ROOT)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    return p
+
+
+def device_arg(args) -> str:
+    return "cuda" if args.gpu and args.device == "auto" else args.device

@@ -1,0 +1,151 @@
+"""Forget one class with a registered method (``forget_full_class_main_*.py``).
+
+Writes ``unlearning/{method}-{para1}-{para2}/``: ``model.pth`` (and ``mid.pth``
+for ``_our``), ``log.tsv`` (``d_t d_f d_r mia time``, as the paper's code) and,
+last, ``results.json`` with every metric, the resolved config and the status.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from .cli import base_parser, device_arg
+from .engine import resolve_device, seed_everything
+from .errors import Diverged, UsageError
+from .methods import Context, get_method, list_methods
+from .metrics import evaluate_unlearning
+from .our import ReplayConfig, run_our
+from .runinfo import environment
+from .setting import Setting, fmt_para
+
+TSV_COLUMNS = ["d_t", "d_f", "d_r", "mia", "time"]
+
+
+def parser(dataset_default: str):
+    p = base_parser("Unlearn one class with a registered method (append _our for Over-Unlearning & Replay).",
+                    dataset_default)
+    p.add_argument("-method", "--method", required=True, choices=list_methods(), metavar="METHOD",
+                   help="one of: " + ", ".join(list_methods()))
+    p.add_argument("--forget_class", "--forget-class", type=int, default=None,
+                   help="class to forget, as a dataset label (default from config.py)")
+    p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
+                   help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
+    p.add_argument("--para1", type=float, default=None, help="first method parameter (usually the learning rate)")
+    p.add_argument("--para2", type=float, default=None, help="second method parameter (usually epochs)")
+    p.add_argument("--mask_path", "--mask-path", dest="mask_path", default=None, help="SalUn saliency mask (.pt)")
+    p.add_argument("--replay_epochs", type=int, default=None, help="_our: Replay epochs (default per method)")
+    p.add_argument("--replay_lr", type=float, default=0.01, help="_our: Replay learning rate")
+    p.add_argument("--replay_l1", type=float, default=5e-5, help="_our: Replay L1 weight")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="method-specific option, e.g. --opt alpha=0.9 (repeatable)")
+    return p
+
+
+def parse_options(pairs) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise UsageError(f"--opt {p!r} is not KEY=VALUE; write e.g. --opt alpha=0.9")
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def retrain_seconds(setting: Setting) -> float | None:
+    """Seconds of a finished ``retrain`` run of the same setting and seed, if any."""
+    best = None
+    for res in sorted(setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json")):
+        try:
+            r = json.loads(res.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if r.get("status") == "ok" and r.get("config", {}).get("seed") == setting.seed:
+            best = r["time"]
+    return best
+
+
+def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight_path=None, batch_size=None,
+                device="auto", mask_path=None, replay: ReplayConfig | None = None, options=None,
+                progress: bool = True) -> dict:
+    """Run one unlearning method end to end and write its run folder. Returns results."""
+    spec, our = get_method(method)
+    d1, d2 = spec.over_defaults if our else spec.defaults
+    para1 = d1 if para1 is None else para1
+    para2 = d2 if para2 is None else para2
+    l1 = spec.our_pretrain_l1 if our else 0.0
+    weight_path = Path(weight_path) if weight_path else setting.pretrain_dir(l1) / "best.pth"
+    if mask_path is not None and not Path(mask_path).is_file():
+        raise UsageError(f"mask {mask_path} not found; make one with: python generate_mask.py --dataset "
+                         f"{setting.dataset} -net {setting.net}")
+    replay = replay or ReplayConfig(epochs=spec.replay_epochs)
+    device = resolve_device(device)
+    gen = seed_everything(setting.seed)
+    model, _ = setting.load_model(weight_path, device, fix=f"run: {setting.pretrain_command(l1)}")
+    data = setting.load_data(device)
+    out = setting.stage_dir("unlearning", method, para1, para2)
+    options = dict(options or {})
+    if mask_path:
+        options["mask_path"] = str(mask_path)
+    batch_size = batch_size or options.get("batch_size", 64)
+    ctx = Context(model=model, data=data, device=device, generator=gen, batch_size=batch_size, progress=progress,
+                  options=options, new_model=setting.new_model)
+    resolved = {**setting.as_dict(), "method": method, "base_method": spec.name, "our": our, "para1": para1,
+                "para2": para2, "para1_meaning": spec.para1, "para2_meaning": spec.para2, "batch_size": batch_size,
+                "weight_path": str(weight_path), "options": options, "device": str(device),
+                "replay": vars(replay) if our else None}
+    meta = dict(model_name=setting.net, num_classes=setting.num_outputs, dataset=setting.dataset,
+                class_map=setting.split.class_map, config=resolved)
+    results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "config": resolved}
+    mid = {}
+
+    def on_mid(m, seconds):
+        mid.update(metrics=evaluate_unlearning(m, data, seed=setting.seed), seconds=seconds)
+        save_checkpoint(out / "mid.pth", m, **meta, extra={"phase": "over-unlearning"})
+
+    t0 = time.perf_counter()
+    try:
+        if our:
+            model, phases = run_our(spec, ctx, para1, para2, replay=replay, on_mid=on_mid)
+            seconds = phases["over_seconds"] + phases["replay_seconds"]
+            results.update(phases=phases, mid=mid)
+        else:
+            model = spec.fn(ctx, para1, para2)
+            seconds = time.perf_counter() - t0
+    except Diverged as d:
+        results.update(status="diverged", diverged={"step": d.step, "loss": str(d.loss)},
+                       time=time.perf_counter() - t0, metrics=None, environment=environment())
+        atomic_write_json(out / "results.json", results)
+        return results
+    metrics = evaluate_unlearning(model, data, seed=setting.seed)
+    ref = retrain_seconds(setting)
+    results.update(metrics=metrics, time=seconds, retrain_time=ref,
+                   time_pct_retrain=100 * seconds / ref if ref else None, environment=environment())
+    save_checkpoint(out / "model.pth", model, **meta)
+    row = [metrics["d_t"], metrics["d_f"], metrics["d_r"], metrics["mia"], seconds]
+    atomic_write_text(out / "log.tsv", "\t".join(TSV_COLUMNS) + "\n" + "\t".join(f"{v:.4f}" for v in row) + "\n")
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def main(argv=None, dataset_default: str = "Cifar20"):
+    args = parser(dataset_default).parse_args(argv)
+    setting = Setting.from_args(args)
+    spec, _ = get_method(args.method)
+    res = unlearn_run(setting, method=args.method, para1=args.para1, para2=args.para2, weight_path=args.weight_path,
+                      batch_size=args.batch_size, device=device_arg(args), mask_path=args.mask_path,
+                      replay=ReplayConfig(epochs=args.replay_epochs or spec.replay_epochs, lr=args.replay_lr,
+                                          l1=args.replay_l1),
+                      options=parse_options(args.opt), progress=args.progress)
+    out = setting.stage_dir("unlearning", args.method, res["para1"], res["para2"])
+    if res["status"] != "ok":
+        print(f"{args.method}: {res['status']} at step {res['diverged']['step']} -> {out}")
+        return 1
+    m = res["metrics"]
+    print(f"{args.method} ({fmt_para(res['para1'])}, {fmt_para(res['para2'])}): d_t {m['d_t']:.2f} d_f {m['d_f']:.2f} "
+          f"d_r {m['d_r']:.2f} forget_test {m['forget_test']:.2f} mia {m['mia']:.2f} time {res['time']:.2f}s -> {out}")
+    return 0

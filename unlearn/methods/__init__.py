@@ -1,0 +1,80 @@
+"""Registry of class-wise unlearning methods (one module each, SalUn-style).
+
+``get_method("negative_grad_our")`` returns the spec of ``negative_grad`` and
+``our=True``: the ``_our`` suffix selects Over-Unlearning & Replay
+(:mod:`unlearn.our`) for any approximate method, implemented once.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import UsageError
+from .base import Context, finetune, random_other_labels, relabel_union  # noqa: F401
+
+OUR_SUFFIX = "_our"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function, what para1/para2 mean, defaults, and its ``_our`` settings."""
+
+    name: str
+    fn: Callable
+    para1: str
+    para2: str
+    defaults: tuple
+    approximate: bool = True  # exact methods (baseline, retrain) have no _our variant
+    over_defaults: tuple | None = None  # (para1, para2) of the Over-Unlearning phase
+    replay_epochs: int = 3
+    our_pretrain_l1: float = 0.0  # >0: _our starts from the L1-sparse pretrained model
+    summary: str = ""
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+_MODULES = ["baseline", "retrain", "finetune", "negative_grad", "amnesiac", "badteacher", "ssd_tuning", "wfisher",
+            "fisher_forgetting", "unsir", "ft_prune", "salun", "scrub", "boundary_shrink"]
+
+
+def register_method(name: str, *, para1: str, para2: str, defaults: tuple, approximate: bool = True,
+                    over_defaults: tuple | None = None, replay_epochs: int = 3, our_pretrain_l1: float = 0.0):
+    """Register ``fn(ctx, para1, para2) -> model``; its docstring's first line is its summary."""
+
+    def deco(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = MethodSpec(name, fn, para1, para2, tuple(defaults), approximate,
+                                     tuple(over_defaults) if over_defaults else tuple(defaults), replay_epochs,
+                                     our_pretrain_l1, doc[0] if doc else "")
+        return fn
+
+    return deco
+
+
+def _load_all():
+    for m in _MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{m}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{m}":
+                raise
+
+
+def list_methods(include_our: bool = True) -> list[str]:
+    """Registered method names, plus ``<name>_our`` for every approximate method."""
+    _load_all()
+    names = list(_REGISTRY)
+    if include_our:
+        names += [n + OUR_SUFFIX for n, s in _REGISTRY.items() if s.approximate]
+    return names
+
+
+def get_method(name: str) -> tuple[MethodSpec, bool]:
+    """(spec, our) for ``name``; an unknown name is a UsageError listing the valid ones."""
+    _load_all()
+    our = name.endswith(OUR_SUFFIX)
+    base = name[: -len(OUR_SUFFIX)] if our else name
+    spec = _REGISTRY.get(base)
+    if spec is None or (our and not spec.approximate):
+        raise UsageError(f"unknown method {name!r}; choose one of {', '.join(list_methods())}")
+    return spec, our

@@ -1,0 +1,93 @@
+"""What every unlearning method receives, and the helpers they share.
+
+A method is a function ``fn(ctx: Context, para1, para2) -> nn.Module`` that
+returns the unlearned model (usually ``ctx.model`` modified in place). It is
+registered with :func:`unlearn.methods.register_method`, which also records what
+``para1`` / ``para2`` mean for it (as the paper's ``mu_method_list`` uses them)
+and how its Over-Unlearning phase differs (see :mod:`unlearn.our`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from datasets.splits import SplitData, TensorSet
+from ..engine import LoopConfig, ce_step, sgd, train_epochs
+
+
+@dataclass
+class Context:
+    """Everything a method may use. ``over`` is True in the Over-Unlearning phase of ``_our``."""
+
+    model: nn.Module
+    data: SplitData
+    device: torch.device
+    generator: torch.Generator
+    batch_size: int = 64
+    progress: bool = True
+    over: bool = False
+    options: dict = field(default_factory=dict)  # method-specific extras (alpha, mask_path, ...)
+    new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the same architecture
+
+    @property
+    def retain(self) -> TensorSet:
+        return self.data.retain_train
+
+    @property
+    def forget(self) -> TensorSet:
+        return self.data.forget_train
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.split.num_in
+
+    @property
+    def forget_index(self) -> int:
+        return self.data.split.forget_index
+
+    def opt(self, name: str, default):
+        """A method option from ``--opt key=value`` flags, else ``default``."""
+        return type(default)(self.options[name]) if name in self.options and default is not None else self.options.get(name, default)
+
+    def loop(self, epochs: int, desc: str, **kw) -> LoopConfig:
+        return LoopConfig(epochs=int(epochs), batch_size=kw.pop("batch_size", self.batch_size), desc=desc,
+                          progress=self.progress, **kw)
+
+    def shuffled(self, ts: TensorSet, batch_size: int | None = None):
+        """``batches(epoch)`` for :func:`train_epochs`: a fresh shuffle of ``ts`` each epoch."""
+        bs = batch_size or self.batch_size
+        return lambda epoch: ts.batches(bs, shuffle=True, generator=self.generator)
+
+    def subsample(self, ts: TensorSet, fraction: float) -> TensorSet:
+        """A random fraction of a split (at least one sample when the fraction is positive)."""
+        n = max(1, int(round(fraction * len(ts)))) if fraction > 0 else 0
+        return ts.sample(n, self.generator)
+
+
+def finetune(ctx: Context, ts: TensorSet, *, lr: float, epochs: int, l1=0.0, desc: str = "finetune",
+             momentum: float = 0.9, weight_decay: float = 5e-4, cosine: bool = False) -> nn.Module:
+    """Cross-entropy fine-tuning of ``ctx.model`` on ``ts`` (SGD), optionally with an L1 penalty."""
+    opt = sgd(ctx.model, lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(epochs), 1)) if cosine else None
+    train_epochs(ctx.model, ctx.shuffled(ts), ce_step, opt, loop=ctx.loop(epochs, desc, l1=l1), scheduler=sched,
+                 generator=ctx.generator)
+    return ctx.model
+
+
+def relabel_union(retain: TensorSet, forget: TensorSet, labels: torch.Tensor) -> TensorSet:
+    """Retain samples with their labels plus forget samples with ``labels`` (one per forget sample).
+
+    Labels live in a copy of the label vector, so no image is copied.
+    """
+    y = retain.y_all.clone()
+    y[forget.idx] = labels.to(y.device)
+    return TensorSet(retain.x_all, y, torch.cat([retain.idx, forget.idx]), "relabelled")
+
+
+def random_other_labels(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """For each label, a uniformly random *different* class."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=generator).to(labels.device)
+    return (labels + shift) % num_classes

@@ -1,0 +1,38 @@
+"""l1-sparse unlearning (Jia et al., NeurIPS 2023, "Model sparsity can simplify machine unlearning").
+
+Fine-tuning on the retain data with an L1 penalty on all weights, whose weight
+decays linearly to zero over the epochs (``gamma_t = gamma * (1 - t / T)``, as
+the authors' ``FT_l1``): early epochs push the network towards a sparse one,
+which forgets the class the retain data no longer supports; late epochs fine-tune
+freely to recover accuracy. para1 = learning rate, para2 = epochs; the initial L1
+weight is ``--opt l1=`` (default 5e-5).
+
+Over-Unlearning: a tenfold L1 weight (``--opt over_l1=``, default 5e-4, same
+linear decay) with a larger learning rate on only 10% of the retain data
+(``--opt retain_fraction=``), so sparsification dominates and prunes away what
+is left of the forget class, at a cost in utility that Replay pays back.
+"""
+from . import finetune, register_method
+
+
+def linear_decay(weight: float, epochs: int):
+    """``epoch -> weight * (1 - epoch / epochs)``: the L1 schedule of l1-sparse unlearning."""
+    epochs = max(int(epochs), 1)
+    return lambda epoch: weight * (1.0 - epoch / epochs)
+
+
+@register_method("FT_prune", para1="learning rate", para2="epochs", defaults=(0.01, 10), over_defaults=(0.05, 5),
+                 replay_epochs=3)
+def ft_prune(ctx, para1, para2):
+    """Fine-tune on retain data with an L1 penalty decaying linearly from ``--opt l1=5e-5`` to 0.
+
+    Over-Unlearning: L1 weight ``--opt over_l1=5e-4`` on 10% of the retain data.
+    """
+    if ctx.over:
+        weight = ctx.opt("over_l1", 5e-4)
+        data = ctx.subsample(ctx.retain, ctx.opt("retain_fraction", 0.1))
+    else:
+        weight = ctx.opt("l1", 5e-5)
+        data = ctx.retain
+    return finetune(ctx, data, lr=float(para1), epochs=int(para2), l1=linear_decay(float(weight), int(para2)),
+                    desc="FT_prune")

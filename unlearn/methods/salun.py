@@ -1,0 +1,150 @@
+"""SalUn: saliency unlearning (Fan et al., ICLR 2024).
+
+A weight saliency mask selects the parameters that matter most for the forget
+set: those whose |gradient of the forget-set cross-entropy| (summed over the
+forget batches) is in the top ``--opt mask_ratio=`` fraction (default 0.5), with
+one global threshold across all parameters, as the authors' ``generate_mask.py``.
+Then random-label unlearning (forget samples relabelled to random other classes,
+mixed with the retain data) updates only the masked parameters: a gradient hook
+on every parameter multiplies its gradient by the mask (weight decay is added
+inside the hook, so unmasked weights stay exactly as they were; BatchNorm
+running statistics still follow the data, as in the original).
+para1 = learning rate, para2 = epochs.
+
+``--mask_path`` loads a mask written by ``generate_mask.py`` (a dict
+parameter name -> bool/float tensor); otherwise the mask is computed on the fly.
+
+Over-Unlearning: random labels on the forget data only (no retain data), with
+the learning rate and epochs of ``over_defaults``.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import atomic_write_bytes
+from ..engine import ce_step, sgd, train_epochs
+from ..errors import UsageError
+from . import random_other_labels, register_method, relabel_union
+
+
+def check_ratio(ratio: float) -> float:
+    ratio = float(ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise UsageError(f"mask ratio {ratio} is out of range; pass --mask_ratio (or --opt mask_ratio=) in (0, 1]")
+    return ratio
+
+
+def compute_mask(model, forget, ratio: float, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Saliency mask: True where |sum over forget batches of grad CE| is in the global top ``ratio`` fraction."""
+    ratio = check_ratio(ratio)
+    if len(forget) == 0:
+        raise UsageError("the forget set is empty, so no saliency mask can be computed; check --forget_class")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    grads = {n: torch.zeros_like(p) for n, p in params.items()}
+    was = model.training
+    model.eval()  # deterministic (no BatchNorm statistic updates) saliency
+    for x, y in forget.batches(batch_size):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                grads[n] += p.grad.detach()
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    scores = torch.cat([g.abs().flatten() for g in grads.values()])
+    flat = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
+    flat[torch.topk(scores, max(1, int(len(scores) * ratio)), sorted=False).indices] = True  # exactly k, ties cut
+    out, start = {}, 0
+    for n, g in grads.items():
+        out[n] = flat[start : start + g.numel()].view_as(g).cpu()
+        start += g.numel()
+    return out
+
+
+def load_mask(path, model) -> dict[str, torch.Tensor]:
+    """A saved mask, checked against ``model``'s parameters; any mismatch is a one-line UsageError."""
+    fix = "; regenerate it with: python generate_mask.py (same --dataset, -net and --forget_class)"
+    try:
+        mask = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UsageError(f"mask {path} is unreadable ({type(e).__name__}){fix}") from None
+    if not isinstance(mask, dict) or not all(isinstance(v, torch.Tensor) for v in mask.values()):
+        raise UsageError(f"mask {path} is not a dict of parameter name -> tensor{fix}")
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(mask))
+    extra = sorted(set(mask) - set(params))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unknown parameter {extra[0]}"
+        raise UsageError(f"mask {path} does not fit the model ({what}, {len(missing) + len(extra)} names differ){fix}")
+    for n, p in params.items():
+        if tuple(mask[n].shape) != tuple(p.shape):
+            raise UsageError(f"mask {path} does not fit the model ({n}: {tuple(mask[n].shape)} != {tuple(p.shape)}){fix}")
+    return {n: mask[n] != 0 for n in params}
+
+
+def mask_path_for(setting, ratio: float) -> Path:
+    """Where ``generate_mask.py`` writes: ``forget_full_class_main/{tag}/salun_masks/mask_{ratio}.pt``.
+
+    A forget class other than config.py's default adds ``-forget{c}`` (masks are per forget class).
+    """
+    import config
+    from ..setting import fmt_para
+
+    suffix = "" if setting.forget_class == config.DATASETS[setting.dataset]["forget_class"] else \
+        f"-forget{setting.forget_class}"
+    return (Path(setting.log_root) / "forget_full_class_main" / setting.tag / "salun_masks"
+            / f"mask_{fmt_para(float(ratio))}{suffix}.pt")
+
+
+def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_size: int = 256) -> Path:
+    """Load the pretrained model, compute its saliency mask for the forget class and save it atomically."""
+    from ..engine import resolve_device, seed_everything
+
+    ratio = check_ratio(ratio)
+    device = resolve_device(device)
+    seed_everything(setting.seed)
+    weight_path = Path(weight_path) if weight_path else setting.pretrain_dir() / "best.pth"
+    model, _ = setting.load_model(weight_path, device, fix=f"run: {setting.pretrain_command()}")
+    data = setting.load_data(device)
+    mask = compute_mask(model, data.forget_train, ratio, batch_size)
+    out = mask_path_for(setting, ratio)
+    buf = io.BytesIO()
+    torch.save(mask, buf)
+    atomic_write_bytes(out, buf.getvalue())
+    kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+    print(f"mask ratio {ratio}: {100 * kept:.1f}% of {sum(m.numel() for m in mask.values())} parameters salient -> {out}")
+    return out
+
+
+@register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.013, 10))
+def salun(ctx, para1, para2):
+    """Random-label unlearning restricted to the salient parameters (mask from --mask_path or computed).
+
+    Over-Unlearning: random labels on the forget data only, no retain data.
+    """
+    model = ctx.model
+    if ctx.options.get("mask_path"):
+        mask = load_mask(ctx.options["mask_path"], model)
+    else:
+        mask = compute_mask(model, ctx.forget, ctx.opt("mask_ratio", 0.5))
+    labels = random_other_labels(ctx.forget.y, ctx.num_classes, ctx.generator)
+    retain = ctx.retain.subset(ctx.retain.idx[:0]) if ctx.over else ctx.retain
+    data = relabel_union(retain, ctx.forget, labels)
+    wd = ctx.opt("weight_decay", 5e-4)
+    hooks = []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        m = mask[n].to(device=p.device, dtype=p.dtype)
+        hooks.append(p.register_hook(lambda g, p=p, m=m: (g + wd * p.detach()) * m))
+    try:
+        opt = sgd(model, float(para1), weight_decay=0.0)  # weight decay applied, masked, in the hook
+        train_epochs(model, ctx.shuffled(data), ce_step, opt, loop=ctx.loop(para2, "SalUn"), generator=ctx.generator)
+    finally:
+        for h in hooks:
+            h.remove()
+    return model
