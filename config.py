@@ -45,6 +45,24 @@ DATASETS = {
 }
 
 
+# Reminiscence Attack defaults: candidate set = unlearn_data_percent of the forget
+# class's training data; non-members from num_ood_dataset OOD classes; each step
+# = 1 candidate + retain_per_step retain samples; curves capped at steps.
+ATTACK = {
+    "Cifar20": dict(unlearn_data_percent=3.0, num_ood_dataset=5, retain_per_step=14, relearning_lr=[0.004, 0.008],
+                    trials=20, steps=75),
+    "Cifar100": dict(unlearn_data_percent=20.0, num_ood_dataset=5, retain_per_step=4, relearning_lr=[0.004, 0.008],
+                     trials=20, steps=75),
+    "Imagenet64": dict(unlearn_data_percent=20.0, num_ood_dataset=5, retain_per_step=4, relearning_lr=[0.004, 0.008],
+                       trials=20, steps=75),
+    # Digits has ~125 training images per class: 10% gives 12 candidates.
+    "Digits": dict(unlearn_data_percent=10.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01, 0.05],
+                   trials=20, steps=75),
+    "FashionMNIST": dict(unlearn_data_percent=0.5, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01, 0.05],
+                         trials=20, steps=75),
+}
+
+
 def dataset_config(name: str) -> dict:
     """The pretraining defaults merged with the dataset's own entries."""
     return {**PRETRAIN_DEFAULTS, **DATASETS[name]}

@@ -2,6 +2,8 @@
 
 Three conv-BN-ReLU layers (32, 64, 128 channels; max-pool after the first two), adaptive average
 pooling, a 128-d ReLU embedding and a linear head. Works for any channel count and size >= 4.
+Weights are kept channels-last, which makes CPU max-pooling/BN several times faster; the convs then
+produce channels-last activations from ordinary NCHW inputs (shapes and results are unchanged).
 """
 import torch
 import torch.nn as nn
@@ -14,7 +16,9 @@ def _conv(cin, cout):
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, num_classes, in_channels=1, embed_dim=128):
+    """conv32-BN-ReLU-pool, conv64-BN-ReLU-pool, conv128-BN-ReLU, GAP, Linear(128, embed_dim)-ReLU, head."""
+
+    def __init__(self, num_classes, in_channels=1, embed_dim=128, channels_last=True):
         super().__init__()
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -25,6 +29,8 @@ class SmallCNN(nn.Module):
         )
         self.fc = nn.Linear(embed_dim, num_classes)
         self.num_features = embed_dim
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -130,8 +130,9 @@ def test_tsne_2d_separates_blobs():
     assert emb.shape == (200, 2)
     assert np.all(np.isfinite(emb))
     assert silhouette_score(emb, y) > 0.5
-    # Same seed -> same embedding; tiny inputs do not crash.
-    assert np.allclose(emb, tsne_2d(x))
+    # Same seed -> same embedding (checked on a subset to save time);
+    # tiny inputs do not crash.
+    assert np.array_equal(tsne_2d(x[::4]), tsne_2d(x[::4]))
     assert tsne_2d(x[:5]).shape == (5, 2)
 
 

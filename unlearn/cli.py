@@ -27,9 +27,16 @@ def base_parser(description: str, dataset_default: str) -> argparse.ArgumentPars
                    help="dataset folder (default ./data or $UNLEARN_DATA_ROOT)")
     p.add_argument("--log-root", "--log_root", dest="log_root", default=None,
                    help="output folder (default ./log_files or $UNLEARN_LOG_ROOT)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is fastest for tiny models)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     return p
 
 
 def device_arg(args) -> str:
+    """The device flag, honouring the paper's ``-gpu``; also applies ``--threads``."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     return "cuda" if args.gpu and args.device == "auto" else args.device

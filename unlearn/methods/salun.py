@@ -14,8 +14,8 @@ para1 = learning rate, para2 = epochs.
 ``--mask_path`` loads a mask written by ``generate_mask.py`` (a dict
 parameter name -> bool/float tensor); otherwise the mask is computed on the fly.
 
-Over-Unlearning: random labels on the forget data only (no retain data), with
-the learning rate and epochs of ``over_defaults``.
+Over-Unlearning: random labels on the forget data only (no retain data), at a
+higher learning rate (``over_defaults``), same mask.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_
     return out
 
 
-@register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.013, 10))
+@register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.02, 10))
 def salun(ctx, para1, para2):
     """Random-label unlearning restricted to the salient parameters (mask from --mask_path or computed).
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: a Digits setting in a temporary log folder and its pretrained models."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids oversubscription
+
+from unlearn.setting import Setting  # noqa: E402
+
+PRETRAIN_EPOCHS = 10
+
+
+@pytest.fixture(scope="session")
+def log_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("log_files")
+
+
+@pytest.fixture(scope="session")
+def digits(log_root):
+    """The Digits setting (SmallCNN, forget class 4, OOD 8 and 9) writing under a temporary log root."""
+    return Setting(net="SmallCNN", dataset="Digits", classes=10, forget_class=4, ood_classes=[8, 9],
+                   data_root=str(log_root / "data"), log_root=str(log_root), seed=0)
+
+
+@pytest.fixture(scope="session")
+def pretrained(digits):
+    """Pretrain once per session; returns the results dict."""
+    from unlearn.pretrain import pretrain
+
+    return pretrain(digits, lr=0.05, epochs=PRETRAIN_EPOCHS, batch_size=32, l1=0.0, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def pretrained_sparse(digits):
+    """The L1-sparse pretrained model some ``_our`` variants start from."""
+    from unlearn.methods import get_method, list_methods
+    from unlearn.pretrain import pretrain
+
+    l1s = {get_method(m)[0].our_pretrain_l1 for m in list_methods(include_our=False)} - {0.0}
+    return {l1: pretrain(digits, lr=0.05, epochs=PRETRAIN_EPOCHS, batch_size=32, l1=l1, device="cpu",
+                         progress=False) for l1 in l1s}
+
+
+def run_script(*args, cwd=ROOT, env=None):
+    """Run a stage script as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True,
+                          timeout=600)

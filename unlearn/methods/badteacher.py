@@ -1,0 +1,75 @@
+"""Bad Teacher / blindspot unlearning (Chundawat et al., AAAI 2023, "Can bad teaching induce forgetting?").
+
+The student (the model being unlearned) distils from two teachers: a *competent*
+teacher (a frozen copy of the pretrained model) on retain samples and an
+*incompetent* teacher (a randomly initialised network of the same architecture)
+on forget samples. One dataset holds a random ``--opt retain_fraction=0.3`` of
+the retain set plus the whole forget set; each sample carries a flag saying
+which teacher applies, and shuffled batches (``--opt batch_size=256``) mix both.
+Loss: KL(teacher || student) of temperature-``--opt T=1`` softmaxes (batch mean,
+as the authors' ``UnlearnerLoss`` up to its element-mean scaling, which Adam
+ignores). Adam, para1 = learning rate (1e-4), para2 = epochs (3).
+
+Teacher outputs do not change during unlearning and there is no augmentation,
+so they are computed once, before training, in eval mode.
+
+Over-Unlearning: the retain subset is cut to ``--opt over_retain_fraction=0.0001``
+of the retain set (at least one sample) and the learning rate is raised
+(over_defaults 1e-3): "enlarge the learning rate and avoid using the remaining
+dataset" (the paper's appendix).
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..engine import predict, train_epochs
+from . import register_method
+
+
+def seeded_new_model(ctx):
+    """``ctx.new_model()`` initialised from a seed drawn from ``ctx.generator`` (reproducible, isolated)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ctx.new_model()
+    return model.to(ctx.device)
+
+
+@register_method("badteacher", para1="learning rate", para2="epochs", defaults=(1e-4, 3), over_defaults=(1e-3, 3),
+                 replay_epochs=5)
+def badteacher(ctx, para1, para2):
+    """Distil from the pretrained teacher on a retain subset and from a random teacher on the forget set.
+
+    Over-Unlearning: retain subset cut to 0.0001 of the retain set, larger learning rate.
+    """
+    T = ctx.opt("T", 1.0)
+    bs = ctx.opt("batch_size", 256)
+    fraction = ctx.opt("over_retain_fraction", 1e-4) if ctx.over else ctx.opt("retain_fraction", 0.3)
+    retain = ctx.subsample(ctx.retain, fraction)
+    forget = ctx.forget
+
+    competent = copy.deepcopy(ctx.model).eval()
+    incompetent = seeded_new_model(ctx).eval()
+    # teacher probabilities, fixed: competent on retain samples, incompetent on forget samples
+    x_all = retain.x_all
+    idx = torch.cat([retain.idx, forget.idx])
+    with torch.no_grad():
+        targets = torch.cat([F.softmax(predict(competent, retain.x) / T, dim=1),
+                             F.softmax(predict(incompetent, forget.x) / T, dim=1)]).to(x_all.device)
+    del competent, incompetent
+
+    def batches(epoch):
+        order = torch.randperm(len(idx), generator=ctx.generator).to(idx.device)
+        for s in range(0, len(idx), bs):
+            sel = order[s:s + bs]
+            yield x_all[idx[sel]], targets[sel]
+
+    def step(model, batch):
+        x, p_teacher = batch
+        return F.kl_div(F.log_softmax(model(x) / T, dim=1), p_teacher, reduction="batchmean")
+
+    opt = torch.optim.Adam(ctx.model.parameters(), lr=float(para1))
+    train_epochs(ctx.model, batches, step, opt, loop=ctx.loop(para2, "badteacher", batch_size=bs),
+                 generator=ctx.generator)
+    return ctx.model
