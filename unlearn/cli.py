@@ -11,8 +11,15 @@ from datasets import list_datasets
 from models import list_models
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def base_parser(description: str, dataset_default: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("-dataset", "--dataset", default=dataset_default,
                    help=f"dataset, case-insensitive: {', '.join(list_datasets())}")
     p.add_argument("-net", "--net", default=None, help=f"model ({', '.join(list_models())}); default from config.py")

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..engine import ce_step, sgd, train_epochs
+from ..errors import UsageError
 from . import register_method, relabel_union
 
 
@@ -63,7 +64,6 @@ def boundary_shrink(ctx, para1, para2):
     """
     attack = str(ctx.opt("attack", "fgsm")).lower()
     if attack not in ("fgsm", "pgd"):
-        from ..errors import UsageError
         raise UsageError(f"--opt attack={attack} is unknown; pass --opt attack=fgsm or --opt attack=pgd")
     labels = nearest_wrong_labels(ctx.model, ctx.forget, bound=ctx.opt("bound", 0.1), attack=attack,
                                   steps=ctx.opt("pgd_steps", 10), generator=ctx.generator)

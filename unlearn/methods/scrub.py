@@ -52,13 +52,13 @@ def scrub(ctx, para1, para2):
     def batches(epoch):
         if epoch < msteps:
             for x, _ in ctx.forget.batches(forget_bs, shuffle=True, generator=ctx.generator):
-                yield "max", x, None
+                yield x, None, "max"
         if not ctx.over:
             for x, y in ctx.retain.batches(ctx.batch_size, shuffle=True, generator=ctx.generator):
-                yield "min", x, y
+                yield x, y, "min"
 
     def step(model, batch):
-        kind, x, y = batch
+        x, y, kind = batch
         with torch.no_grad():
             t_logits = teacher(x)
         s_logits = model(x)

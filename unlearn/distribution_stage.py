@@ -1,0 +1,118 @@
+"""``run-distribution-metric.py``: residual knowledge at the distribution level (the paper's appendix).
+
+For each unlearned model: features of the training set (retain + forget; logits
+as the paper, or ``--features penultimate``), a stratified subsample, t-SNE to
+2-D (seed 42), and the forget class's intra-class variance, silhouette against
+its nearest class and KDE overlap with the other classes, both in the t-SNE
+plane and in the original feature space (where t-SNE distortions do not enter).
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+
+import config
+from . import distribution as D
+from .checkpoint import atomic_write_bytes, atomic_write_json
+from .cli import base_parser, device_arg
+from .engine import predict, resolve_device, seed_everything
+from .errors import UsageError
+from .runinfo import environment
+from .setting import Setting, fmt_para
+
+
+def parser(dataset_default: str = "Cifar20"):
+    p = base_parser("Distribution metrics and t-SNE plots of unlearned models.", dataset_default)
+    p.add_argument("--forget_class", "--forget-class", type=int, default=None)
+    p.add_argument("--runs", nargs="+", default=None, metavar="METHOD:PARA1:PARA2",
+                   help="unlearned runs to analyse (default: the dataset's method list in config.py)")
+    p.add_argument("-method", "--method", default=None, help="a single run (with --para1 --para2)")
+    p.add_argument("--para1", type=float, default=None)
+    p.add_argument("--para2", type=float, default=None)
+    p.add_argument("--features", choices=["logits", "penultimate"], default="logits")
+    p.add_argument("--max-points", "--max_points", dest="max_points", type=int, default=5000)
+    p.add_argument("--tsne-seed", type=int, default=42)
+    return p
+
+
+def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
+    """(method, para1, para2) as folder-name strings."""
+    from .methods import get_method
+
+    if args.method:
+        spec, our = get_method(args.method)
+        d1, d2 = spec.over_defaults if our else spec.defaults
+        return [(args.method, fmt_para(d1 if args.para1 is None else args.para1),
+                 fmt_para(d2 if args.para2 is None else args.para2))]
+    if args.runs:
+        out = []
+        for r in args.runs:
+            parts = r.split(":")
+            if len(parts) != 3:
+                raise UsageError(f"--runs {r!r} is not METHOD:PARA1:PARA2 (e.g. negative_grad:0.01:2)")
+            get_method(parts[0])
+            out.append(tuple(parts))
+        return out
+    return [(m, fmt_para(a), fmt_para(b)) for m, a, b in config.MU_METHOD_LIST[dataset]]
+
+
+def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,
+            device="auto") -> list[dict]:
+    """Compute, plot and write the metrics of every run; returns their results."""
+    paths = [(r, setting.stage_dir("unlearning", *r) / "model.pth") for r in runs]
+    for (m, a, b), p in paths:  # every model must exist before anything is computed or written
+        if not p.is_file():
+            raise UsageError(f"no unlearned model at {p}; run: python forget_full_class_main_cifar20.py --dataset "
+                             f"{setting.dataset} -net {setting.net} -method {m} --para1 {a} --para2 {b}"
+                             + (f" -seed {setting.seed}" if setting.seed else ""))
+    device = resolve_device(device)
+    seed_everything(setting.seed)
+    data = setting.load_data(device)
+    train = data.in_train
+    labels = train.y.cpu().numpy()
+    keep = D.stratified_subsample(labels, max_points, seed=tsne_seed)
+    x, y = train.x[torch_index(keep, train.x.device)], labels[keep]
+    cls = setting.split.forget_index
+    names = {i: (data.raw.class_names[c] if c < len(data.raw.class_names) else str(c))
+             for c, i in setting.split.class_map.items()}
+    out_all = []
+    for (m, a, b), p in paths:
+        model, _ = setting.load_model(p, device, fix="rerun the forget stage")
+        t0 = time.perf_counter()
+        feats = predict(model, x, features=features == "penultimate").cpu().numpy().astype(np.float64)
+        pts = D.tsne_2d(feats, seed=tsne_seed)
+        metrics = {"tsne": D.distribution_metrics(pts, y, cls), "features": D.distribution_metrics(feats, y, cls)}
+        out = setting.stage_dir("visualization", m, a, b)
+        title = f"{m} ({a}, {b}), {setting.tag}"
+        D.plot_tsne(out / "tsne", pts, y, cls, class_names=names, title=title)
+        D.plot_overlap(out / "kde_overlap", D.kde_overlap(pts, y, cls), title=title)
+        buf = io.BytesIO()
+        np.save(buf, np.column_stack([pts, y]).astype(np.float64))
+        atomic_write_bytes(out / "tsne_points.npy", buf.getvalue())  # columns: x, y, label
+        res = {"status": "ok", "method": m, "para1": a, "para2": b, "forget_index": cls, "features": features,
+               "points": int(len(y)), "metrics": metrics, "seconds": time.perf_counter() - t0,
+               "config": {**setting.as_dict(), "max_points": max_points, "tsne_seed": tsne_seed},
+               "environment": environment()}
+        atomic_write_json(out / "results.json", res)
+        t = metrics["tsne"]
+        print(f"{m} ({a}, {b}): variance {t['intra_class_variance']:.2f} silhouette {t['silhouette']:.3f} "
+              f"overlap {t['overlap']:.3f} -> {out}", flush=True)
+        out_all.append(res)
+    return out_all
+
+
+def torch_index(idx, device):
+    import torch
+
+    return torch.as_tensor(idx, dtype=torch.long, device=device)
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    setting = Setting.from_args(args)
+    runs = parse_runs(args, setting.dataset)
+    analyse(setting, runs, features=args.features, max_points=args.max_points, tsne_seed=args.tsne_seed,
+            device=device_arg(args))
+    return 0

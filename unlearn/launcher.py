@@ -1,0 +1,99 @@
+"""``run.py``'s command line: resolve the parameters, build the job graph, run it, write the summary."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import config
+from .cli import Parser
+from .errors import UsageError
+from .methods import get_method
+from .runner import build_jobs, default_jobs, run_jobs
+from .setting import Setting
+from .summary import write_summary
+
+STAGES = ["pretrain", "forget", "attack", "distribution"]
+
+
+def parser(defaults: dict):
+    p = Parser(description="Run the whole pipeline and write log_files/summary.{md,csv}.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-dataset", "--dataset", default=defaults["dataset"])
+    p.add_argument("-net", "--net", default=defaults["net"])
+    p.add_argument("-classes", "--classes", type=int, default=defaults["classes"])
+    p.add_argument("--forget_class", "--forget-class", type=int, default=defaults["forget_class"])
+    p.add_argument("--seeds", type=int, nargs="+", default=defaults["seeds"])
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="method names to run (settings from the list in config.py); default: the whole list")
+    p.add_argument("--stages", nargs="+", choices=STAGES, default=defaults["stages"])
+    p.add_argument("--python_file", default=defaults["python_file"],
+                   help="the paper's way: run only this stage script over the method list")
+    p.add_argument("-weight_path", "--weight_path", default=defaults["weight_path"])
+    p.add_argument("--jobs", type=int, default=defaults["jobs"])
+    p.add_argument("--trials", type=int, default=None, help="override the attack's trials")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="override pretraining epochs")
+    p.add_argument("--data-root", "--data_root", dest="data_root", default=None)
+    p.add_argument("--log-root", "--log_root", dest="log_root", default=None)
+    p.add_argument("--force", action="store_true", help="rerun runs whose results.json says ok")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild the summary from existing results")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def stages_for(python_file: str | None, stages: list[str]) -> list[str]:
+    if not python_file:
+        return stages
+    if python_file.startswith("forget_full_class_main"):
+        return ["forget"]
+    if python_file.startswith("mia_on_mu_main"):
+        return ["attack"]
+    if python_file.startswith("pretrain_model"):
+        return ["pretrain"]
+    if python_file.startswith("run-distribution-metric"):
+        return ["distribution"]
+    raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
+                     "or mia_on_mu_main_<dataset>_fullclass.py")
+
+
+def main(argv, defaults: dict) -> int:
+    args = parser(defaults).parse_args(argv)
+    args.seed = args.seeds[0]
+    base = Setting.from_args(args)
+    base.seed = 0
+    methods = defaults["methods"] or config.MU_METHOD_LIST[base.dataset]
+    methods = [tuple(m) for m in methods]
+    for m, _, _ in methods:
+        get_method(m)  # unknown names fail now, before anything runs
+    if args.methods:
+        known = {m[0]: m for m in methods}
+        extra = [m for m in args.methods if m not in known]
+        if extra:
+            raise UsageError(f"--methods {extra} are not in the method list of {base.dataset}; "
+                             f"choose from {', '.join(known)}")
+        methods = [known[m] for m in args.methods]
+    attack = dict(defaults["attack"] or {})
+    if args.trials:
+        attack["trials"] = args.trials
+    stages = stages_for(args.python_file, args.stages)
+    t0 = time.perf_counter()
+    failed = {}
+    if not args.summary_only:
+        extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
+        jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
+                          extra_pretrain=extra, weight_path=args.weight_path,
+                          method_l1=lambda m: get_method(m)[0].our_pretrain_l1 if m.endswith("_our") else 0.0)
+        status = run_jobs(jobs, n_jobs=args.jobs or default_jobs(), force=args.force, dry_run=args.dry_run,
+                          progress=args.progress)
+        if args.dry_run:
+            return 0
+        failed = {k: v[1] for k, v in status.items() if v[0] != 0}
+    rows, md = write_summary(base, methods, args.seeds)
+    print(md)
+    print(f"summary: {base.log_root}/summary.md, summary.csv ({time.perf_counter() - t0:.0f}s)")
+    if failed:
+        print(f"{len(failed)} run(s) failed:")
+        for k, v in failed.items():
+            print(f"  {k}: {v}")
+        return 1
+    return 0

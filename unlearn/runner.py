@@ -1,0 +1,193 @@
+"""The pipeline behind ``run.py``: stage commands as a dependency graph, run in parallel, resumable.
+
+Each stage runs as its own process (the stage scripts), so a crash or bad
+input in one run cannot take the others down. A run whose ``results.json``
+says ``ok`` is skipped unless ``force``; outputs are written atomically, so a
+killed run leaves no complete-looking file and is simply redone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+
+from .checkpoint import atomic_write_text
+from .setting import Setting, fmt_para
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = {"pretrain": "pretrain_model_{d}.py", "forget": "forget_full_class_main_{d}.py",
+           "attack": "mia_on_mu_main_{d}_fullclass.py", "distribution": "run-distribution-metric.py"}
+PAPER_SCRIPT_DATASET = {"Cifar20": "cifar20", "Cifar100": "cifar100", "Imagenet64": "imagenet64"}
+
+
+@dataclass
+class Job:
+    """One stage command; ``done`` is the results.json whose ``ok`` status means it need not run."""
+
+    name: str
+    cmd: list[str]
+    folder: Path
+    done: Path
+    deps: list[str] = field(default_factory=list)
+
+
+def script(stage: str, dataset: str) -> str:
+    """The stage script; non-paper datasets use the CIFAR-20 scripts with ``--dataset``."""
+    return SCRIPTS[stage].format(d=PAPER_SCRIPT_DATASET.get(dataset, "cifar20"))
+
+
+def is_done(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def common_flags(s: Setting) -> list[str]:
+    return ["--dataset", s.dataset, "-net", s.net, "-classes", str(s.classes), "--data-root", s.data_root,
+            "--log-root", s.log_root, "--no-progress"]
+
+
+def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pretrain: list[str] = (),
+               method_l1=None, weight_path=None) -> list[Job]:
+    """The graph: pretrain (dense and, if needed, L1-sparse) -> forget -> attack and distribution."""
+    from dataclasses import replace
+
+    py = sys.executable
+    jobs: list[Job] = []
+    l1s = sorted({method_l1(m) for m, _, _ in methods} - {0.0}) if method_l1 else []
+    pre_names = []
+    if "pretrain" in stages and weight_path is None:
+        for l1 in [0.0, *l1s]:
+            d = base.pretrain_dir(l1)
+            cmd = [py, script("pretrain", base.dataset), *common_flags(base), *extra_pretrain]
+            cmd += ["--l1", str(l1)] if l1 else []
+            jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, d / "results.json"))
+            pre_names.append(jobs[-1].name)
+    for seed in seeds:
+        s = replace(base, seed=seed)
+        retrain = next((m for m in methods if m[0] == "retrain"), None)
+        for method, p1, p2 in methods:
+            paras = []
+            paras += ["--para1", str(p1)] if p1 is not None else []
+            paras += ["--para2", str(p2)] if p2 is not None else []
+            base_cmd = [*common_flags(s), "-seed", str(seed), "-method", method, *paras]
+            key = f"{method}-{fmt_para(p1)}-{fmt_para(p2)}-seed{seed}"
+            fdir = s.stage_dir("unlearning", method, p1, p2)
+            if "forget" in stages:
+                wp = ["-weight_path", str(weight_path)] if weight_path else []
+                jobs.append(Job(f"forget:{key}", [py, script("forget", s.dataset), *base_cmd, *wp], fdir,
+                                fdir / "results.json", list(pre_names)))
+            fname = f"forget:{key}"
+            if "attack" in stages:
+                adir = s.stage_dir("mia_mu_attack", method, p1, p2)
+                deps = [fname]
+                if retrain is not None and method != "retrain":
+                    deps.append(f"forget:{retrain[0]}-{fmt_para(retrain[1])}-{fmt_para(retrain[2])}-seed{seed}")
+                aflags = []
+                for k, v in attack.items():
+                    aflags += [f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}", str(v)]
+                jobs.append(Job(f"attack:{key}", [py, script("attack", s.dataset), *base_cmd, *aflags], adir,
+                                adir / "results.json", deps))
+            if "distribution" in stages:
+                vdir = s.stage_dir("visualization", method, p1, p2)
+                cmd = [py, script("distribution", s.dataset), *common_flags(s), "-seed", str(seed),
+                       "--runs", f"{method}:{fmt_para(p1)}:{fmt_para(p2)}"]
+                jobs.append(Job(f"distribution:{key}", cmd, vdir, vdir / "results.json", [fname]))
+    names = {j.name for j in jobs}
+    for j in jobs:  # a dependency outside the requested stages is assumed to exist already
+        j.deps = [d for d in j.deps if d in names]
+    return jobs
+
+
+def _gpu_slots(jobs: int) -> Queue:
+    q: Queue = Queue()
+    try:
+        import torch
+
+        n = torch.cuda.device_count()
+    except Exception:
+        n = 0
+    for i in range(jobs):
+        q.put(str(i % n) if n else None)
+    return q
+
+
+def default_jobs() -> int:
+    try:
+        import torch
+
+        return max(torch.cuda.device_count(), 1)
+    except Exception:
+        return 1
+
+
+def _execute(job: Job, slots: Queue, threads: int) -> tuple[str, int, str]:
+    gpu = slots.get()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        cmd = [*job.cmd, "--threads", str(threads)] if gpu is None else job.cmd
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        job.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(job.folder / "command.txt", shlex.join(cmd) + "\n")
+        atomic_write_text(job.folder / "stdout.txt", p.stdout)
+        atomic_write_text(job.folder / "stderr.txt", p.stderr)
+        tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or [""])[-1]
+        return job.name, p.returncode, f"{tail} ({time.perf_counter() - t0:.1f}s)"
+    finally:
+        slots.put(gpu)
+
+
+def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool = False,
+             progress: bool = True) -> dict[str, tuple[int, str]]:
+    """Run the graph; returns {name: (returncode, last line)} of every job that ran or was skipped."""
+    from tqdm.auto import tqdm
+
+    status: dict[str, tuple[int, str]] = {}
+    pending = {j.name: j for j in jobs}
+    for j in jobs:
+        if not force and is_done(j.done):
+            status[j.name] = (0, "already done")
+            pending.pop(j.name)
+    if dry_run:
+        for j in jobs:
+            mark = "# done: " if j.name in status else ""
+            print(mark + shlex.join(j.cmd))
+        return status
+    threads = max(1, (os.cpu_count() or 1) // n_jobs)
+    slots = _gpu_slots(n_jobs)
+    bar = tqdm(total=len(pending), desc="runs", disable=not progress)
+    running = {}
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        while pending or running:
+            for name, j in list(pending.items()):
+                if any(d in pending or d in running.values() for d in j.deps):
+                    continue
+                failed = [d for d in j.deps if status.get(d, (0,))[0] != 0]
+                pending.pop(name)
+                if failed:
+                    status[name] = (1, f"skipped: {failed[0]} failed")
+                    bar.update()
+                    continue
+                running[pool.submit(_execute, j, slots, threads)] = name
+            if not running:
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in finished:
+                running.pop(f)
+                name, rc, tail = f.result()
+                status[name] = (rc, tail)
+                bar.update()
+                bar.set_postfix_str(name[:40])
+    bar.close()
+    return status
