@@ -25,7 +25,7 @@ def fmt_para(v) -> str:
     """A parameter as it appears in a folder name (``0.01``, ``2``, ``none``)."""
     if v is None:
         return "none"
-    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+    if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
 

@@ -1,0 +1,90 @@
+"""run.py end to end on Digits: summary, resume, a killed run, a failing method."""
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from unlearn.launcher import main as launch
+
+METHODS = [("baseline", 0, 0), ("retrain", 0.01, 10), ("negative_grad", 0.01, 2), ("negative_grad_our", 0.01, 3)]
+ATTACK = dict(trials=6, steps=30, relearning_lr=[0.05])
+
+
+def defaults(methods=METHODS):
+    return dict(net=None, dataset="Digits", classes=None, forget_class=None, seeds=[0], weight_path=None,
+                methods=methods, attack=ATTACK, stages=["pretrain", "forget", "attack", "distribution"],
+                python_file=None, jobs=2)
+
+
+def argv(log_root):
+    return ["--log-root", str(log_root), "--pretrain-epochs", "8", "--no-progress"]
+
+
+def outputs(root):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith("summary")}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    rc = launch(argv(root), defaults())
+    return root, rc
+
+
+def test_summary_has_a_finite_row_per_method(first_run):
+    root, rc = first_run
+    assert rc == 0
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert [r["method"] for r in rows] == [m for m, _, _ in METHODS]
+    for r in rows:
+        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "variance", "silhouette", "overlap", "time"):
+            assert math.isfinite(float(r[k])), (r["method"], k)
+        assert math.isfinite(float(r["rea_auc_retrain"]))
+    assert (root / "summary.md").read_text().count("\n| ") >= len(METHODS)
+    assert (root / "summary_comparison.png").is_file()
+    run_dir = next((root / "forget_full_class_main").rglob("unlearning/negative_grad-0.01-2"))
+    assert {"command.txt", "stdout.txt", "stderr.txt", "results.json"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_second_invocation_recomputes_nothing(first_run):
+    root, _ = first_run
+    before = outputs(root)
+    assert launch(argv(root), defaults()) == 0
+    assert outputs(root) == before
+
+
+def test_failing_method_leaves_others_complete(first_run, capsys):
+    root, _ = first_run
+    rc = launch(argv(root), defaults(METHODS + [("finetune", -1.0, 1)]))
+    assert rc != 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "finetune" in out
+    rows = {r["method"]: r for r in csv.DictReader((root / "summary.csv").open())}
+    assert all(math.isfinite(float(rows[m]["d_t"])) for m, _, _ in METHODS)
+
+
+def test_killed_run_is_redone(tmp_path):
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from unlearn.launcher import main; "
+            f"sys.exit(main({argv(tmp_path)!r}, {defaults()!r}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.rglob("unlearning/*/results.json")):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert launch(argv(tmp_path), defaults()) == 0
+    results = list(tmp_path.rglob("results.json"))
+    assert len(results) >= 1 + 3 * len(METHODS)
+    for r in results:
+        assert json.loads(r.read_text())["status"] == "ok"
+    assert not list(tmp_path.rglob("*.tmp"))
