@@ -78,8 +78,19 @@ MU_METHOD_LIST = {
     "Cifar20": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
     "Cifar100": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
     "Imagenet64": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
-    "Digits": [("baseline", 0, 0), ("retrain", 0.01, 15), *[(m, None, None) for m in _OUR],
-               *[(m + "_our", None, None) for m in _OUR]],
+    # CPU-scale settings under which every method forgets (d_f <= 10%) and keeps d_t within 10 points.
+    "Digits": [
+        ("baseline", 0, 0), ("retrain", 0.01, 15),
+        ("finetune", 0.1, 20, {"weight_decay": 0.02}), ("negative_grad", None, None), ("amnesiac", 0.01, 3),
+        ("badteacher", None, None), ("ssd_tuning", None, None), ("Wfisher", None, None),
+        ("FisherForgetting", None, None), ("UNSIR", None, None), ("FT_prune", 0.01, 10, {"l1": 0.05}),
+        ("SalUn", None, None), ("SCRUB", 0.01, 5), ("boundary_shrink", None, None),
+        ("finetune_our", 0.1, 20, {"weight_decay": 0.005}), ("negative_grad_our", None, None), ("amnesiac_our", 0.05, 5),
+        ("badteacher_our", None, None), ("ssd_tuning_our", None, None), ("Wfisher_our", None, None),
+        ("FisherForgetting_our", None, None), ("UNSIR_our", None, None),
+        ("FT_prune_our", 0.05, 5, {"over_l1": 0.05}), ("SalUn_our", None, None), ("SCRUB_our", 0.01, 5),
+        ("boundary_shrink_our", 1e-2, 10),
+    ],
     "FashionMNIST": [("baseline", 0, 0), ("retrain", 0.01, 8), *[(m, None, None) for m in _OUR],
                      *[(m + "_our", None, None) for m in _OUR]],
 }

@@ -16,10 +16,10 @@ METHODS = list_methods()
 
 def recommended(method):
     """The Digits settings of config.py's recommended list, else the method's defaults."""
-    for m, p1, p2 in config.MU_METHOD_LIST.get("Digits", []):
+    for m, p1, p2, *opts in config.MU_METHOD_LIST.get("Digits", []):
         if m == method:
-            return p1, p2
-    return None, None
+            return p1, p2, (opts[0] if opts else {})
+    return None, None, {}
 
 
 def state(path):
@@ -30,8 +30,8 @@ def state(path):
 def runs(digits, pretrained, pretrained_sparse):
     out = {}
     for m in METHODS:
-        p1, p2 = recommended(m)
-        out[m] = unlearn_run(digits, method=m, para1=p1, para2=p2, device="cpu", progress=False)
+        p1, p2, opts = recommended(m)
+        out[m] = unlearn_run(digits, method=m, para1=p1, para2=p2, options=opts, device="cpu", progress=False)
     return out
 
 
@@ -112,3 +112,11 @@ def test_missing_pretrained_names_command(tmp_path):
     line = r.stderr.strip()
     assert "\n" not in line and "pretrain_model" in line and "--dataset Digits" in line
     assert not (tmp_path / "logs").exists()
+
+
+def test_recommended_digits_settings_forget_and_keep_utility(runs):
+    """config.py's Digits list: every method forgets (d_f <= 10%) and keeps d_t within 10 points of baseline."""
+    base = runs["baseline"]["metrics"]["d_t"]
+    bad = {m: (round(r["metrics"]["d_f"], 1), round(r["metrics"]["d_t"], 1)) for m, r in runs.items()
+           if m != "baseline" and (r["metrics"]["d_f"] > 10 or r["metrics"]["d_t"] < base - 10)}
+    assert not bad, f"(d_f, d_t) off target, baseline d_t {base:.1f}: {bad}"

@@ -55,7 +55,7 @@ def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
             get_method(parts[0])
             out.append(tuple(parts))
         return out
-    return [(m, fmt_para(a), fmt_para(b)) for m, a, b in config.MU_METHOD_LIST[dataset]]
+    return [(m, fmt_para(a), fmt_para(b)) for m, a, b, *_ in config.MU_METHOD_LIST[dataset]]
 
 
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,

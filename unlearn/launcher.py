@@ -56,15 +56,22 @@ def stages_for(python_file: str | None, stages: list[str]) -> list[str]:
                      "or mia_on_mu_main_<dataset>_fullclass.py")
 
 
+def normalise_entry(entry) -> tuple:
+    """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple."""
+    if len(entry) not in (3, 4):
+        raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
+    return (*entry[:3], dict(entry[3]) if len(entry) == 4 else {})
+
+
 def main(argv, defaults: dict) -> int:
     args = parser(defaults).parse_args(argv)
     args.seed = args.seeds[0]
     base = Setting.from_args(args)
     base.seed = 0
     methods = defaults["methods"] or config.MU_METHOD_LIST[base.dataset]
-    methods = [tuple(m) for m in methods]
-    for m, _, _ in methods:
-        get_method(m)  # unknown names fail now, before anything runs
+    methods = [normalise_entry(m) for m in methods]
+    for m in methods:
+        get_method(m[0])  # unknown names fail now, before anything runs
     if args.methods:
         known = {m[0]: m for m in methods}
         extra = [m for m in args.methods if m not in known]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .methods.base import Context, finetune
+from .methods.base import Context, train_ce
 
 
 @dataclass
@@ -37,5 +37,5 @@ def run_our(spec, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=No
         on_mid(ctx.model, over_seconds)
     ctx.over = False
     t1 = time.perf_counter()
-    model = finetune(ctx, ctx.retain, lr=replay.lr, epochs=replay.epochs, l1=replay.l1, desc="replay")
+    model = train_ce(ctx, ctx.retain, lr=replay.lr, epochs=replay.epochs, l1=replay.l1, desc="replay")
     return model, {"over_seconds": over_seconds, "replay_seconds": time.perf_counter() - t1}

@@ -62,7 +62,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
 
     py = sys.executable
     jobs: list[Job] = []
-    l1s = sorted({method_l1(m) for m, _, _ in methods} - {0.0}) if method_l1 else []
+    l1s = sorted({method_l1(m[0]) for m in methods} - {0.0}) if method_l1 else []
     pre_names = []
     if "pretrain" in stages and weight_path is None:
         for l1 in [0.0, *l1s]:
@@ -74,8 +74,8 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
     for seed in seeds:
         s = replace(base, seed=seed)
         retrain = next((m for m in methods if m[0] == "retrain"), None)
-        for method, p1, p2 in methods:
-            paras = []
+        for method, p1, p2, opts in methods:
+            paras = [x for k, v in opts.items() for x in ("--opt", f"{k}={json.dumps(v)}")]
             paras += ["--para1", str(p1)] if p1 is not None else []
             paras += ["--para2", str(p2)] if p2 is not None else []
             base_cmd = [*common_flags(s), "-seed", str(seed), "-method", method, *paras]

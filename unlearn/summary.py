@@ -76,9 +76,9 @@ def summarise(base: Setting, methods, seeds) -> list[dict]:
     """Rows of mean/std over seeds; ``time_pct`` against the retrain row of the same seed."""
     from dataclasses import replace
 
-    retrain = next(((m, a, b) for m, a, b in methods if m == "retrain"), None)
+    retrain = next((m[:3] for m in methods if m[0] == "retrain"), None)
     rows = []
-    for method, p1, p2 in methods:
+    for method, p1, p2, *_ in methods:
         per_seed = []
         for seed in seeds:
             s = replace(base, seed=seed)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UsageError
-from .base import Context, finetune, random_other_labels, relabel_union  # noqa: F401
+from .base import Context, random_other_labels, relabel_union, train_ce  # noqa: F401
 
 OUR_SUFFIX = "_our"
 

@@ -55,8 +55,9 @@ def badteacher(ctx, para1, para2):
     x_all = retain.x_all
     idx = torch.cat([retain.idx, forget.idx])
     with torch.no_grad():
-        targets = torch.cat([F.softmax(predict(competent, retain.x) / T, dim=1),
-                             F.softmax(predict(incompetent, forget.x) / T, dim=1)]).to(x_all.device)
+        targets = torch.cat([F.softmax(predict(teacher, part.x) / T, dim=1)
+                             for teacher, part in ((competent, retain), (incompetent, forget)) if len(part)])
+    targets = targets.to(x_all.device)
     del competent, incompetent
 
     def batches(epoch):

@@ -67,7 +67,7 @@ class Context:
         return ts.sample(n, self.generator)
 
 
-def finetune(ctx: Context, ts: TensorSet, *, lr: float, epochs: int, l1=0.0, desc: str = "finetune",
+def train_ce(ctx: Context, ts: TensorSet, *, lr: float, epochs: int, l1=0.0, desc: str = "finetune",
              momentum: float = 0.9, weight_decay: float = 5e-4, cosine: bool = False) -> nn.Module:
     """Cross-entropy fine-tuning of ``ctx.model`` on ``ts`` (SGD), optionally with an L1 penalty."""
     opt = sgd(ctx.model, lr, momentum=momentum, weight_decay=weight_decay)

@@ -14,7 +14,7 @@ is left of the forget class, at a cost in utility that Replay pays back.
 On small CPU datasets (Digits) both L1 weights must be far larger (see config.py).
 """
 from . import register_method
-from .base import finetune
+from .base import train_ce
 
 
 def linear_decay(weight: float, epochs: int):
@@ -36,5 +36,5 @@ def ft_prune(ctx, para1, para2):
     else:
         weight = ctx.opt("l1", 5e-5)
         data = ctx.retain
-    return finetune(ctx, data, lr=float(para1), epochs=int(para2), l1=linear_decay(float(weight), int(para2)),
+    return train_ce(ctx, data, lr=float(para1), epochs=int(para2), l1=linear_decay(float(weight), int(para2)),
                     desc="FT_prune")
