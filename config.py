@@ -56,10 +56,10 @@ ATTACK = {
     "Imagenet64": dict(unlearn_data_percent=20.0, num_ood_dataset=5, retain_per_step=4, relearning_lr=[0.004, 0.008],
                        trials=20, steps=75),
     # Digits has ~125 training images per class: 10% gives 12 candidates.
-    "Digits": dict(unlearn_data_percent=10.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01, 0.05],
-                   trials=20, steps=75),
-    "FashionMNIST": dict(unlearn_data_percent=0.5, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01, 0.05],
-                         trials=20, steps=75),
+    "Digits": dict(unlearn_data_percent=10.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
+                   trials=12, steps=60),
+    "FashionMNIST": dict(unlearn_data_percent=0.5, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
+                         trials=12, steps=75),
 }
 
 

@@ -18,7 +18,6 @@ Two games, each scored by ROC over ``trials`` curves per set type:
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import attack_stats as S
-from .checkpoint import atomic_write_json, atomic_write_text
+from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results
 from .engine import resolve_device, seed_everything
 from .errors import UsageError
 from .runinfo import environment
@@ -88,12 +87,8 @@ def find_retrain_run(setting: Setting) -> Path | None:
     """The newest finished ``retrain`` model of the same setting and seed, if any."""
     found = []
     for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
-        try:
-            r = json.loads(res.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if r.get("status") == "ok" and r.get("config", {}).get("seed") == setting.seed and \
-                (res.parent / "model.pth").is_file():
+        r = read_ok_results(res)
+        if r and r.get("config", {}).get("seed") == setting.seed and (res.parent / "model.pth").is_file():
             found.append((res.stat().st_mtime, res.parent / "model.pth"))
     return max(found)[1] if found else None
 

@@ -110,3 +110,12 @@ def load_into(model: torch.nn.Module, obj: dict, path="checkpoint"):
         first = str(e).strip().splitlines()
         raise UsageError(f"{path} does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
     return model
+
+
+def read_ok_results(path) -> dict | None:
+    """A run's results.json if it exists, parses and says ``status: ok``; else None."""
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return r if isinstance(r, dict) and r.get("status") == "ok" else None

@@ -9,13 +9,14 @@ plane and in the original feature space (where t-SNE distortions do not enter).
 from __future__ import annotations
 
 import io
+import sys
 import time
 
 import numpy as np
 
 import config
 from . import distribution as D
-from .checkpoint import atomic_write_bytes, atomic_write_json
+from .checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from .cli import base_parser, device_arg
 from .engine import predict, resolve_device, seed_everything
 from .errors import UsageError
@@ -34,6 +35,9 @@ def parser(dataset_default: str = "Cifar20"):
     p.add_argument("--features", choices=["logits", "penultimate"], default="logits")
     p.add_argument("--max-points", "--max_points", dest="max_points", type=int, default=5000)
     p.add_argument("--tsne-seed", type=int, default=42)
+    p.add_argument("--skip-done", action="store_true", help="skip runs whose results.json says ok")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="analyse the runs whose model exists, report the others and exit 1")
     return p
 
 
@@ -58,15 +62,22 @@ def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
     return [(m, fmt_para(a), fmt_para(b)) for m, a, b, *_ in config.MU_METHOD_LIST[dataset]]
 
 
+def missing_model_message(setting: Setting, run, path) -> str:
+    m, a, b = run
+    return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
+            f"{setting.dataset} -net {setting.net} -method {m} --para1 {a} --para2 {b}"
+            + (f" -seed {setting.seed}" if setting.seed else ""))
+
+
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,
             device="auto") -> list[dict]:
     """Compute, plot and write the metrics of every run; returns their results."""
     paths = [(r, setting.stage_dir("unlearning", *r) / "model.pth") for r in runs]
-    for (m, a, b), p in paths:  # every model must exist before anything is computed or written
+    for r, p in paths:  # every model must exist before anything is computed or written
         if not p.is_file():
-            raise UsageError(f"no unlearned model at {p}; run: python forget_full_class_main_cifar20.py --dataset "
-                             f"{setting.dataset} -net {setting.net} -method {m} --para1 {a} --para2 {b}"
-                             + (f" -seed {setting.seed}" if setting.seed else ""))
+            raise UsageError(missing_model_message(setting, r, p))
+    if not paths:
+        return []
     device = resolve_device(device)
     seed_everything(setting.seed)
     data = setting.load_data(device)
@@ -113,6 +124,17 @@ def main(argv=None):
     args = parser().parse_args(argv)
     setting = Setting.from_args(args)
     runs = parse_runs(args, setting.dataset)
+    if args.skip_done:
+        runs = [r for r in runs if not read_ok_results(setting.stage_dir("visualization", *r) / "results.json")]
+    missing = []
+    if args.skip_missing:
+        for r in runs:
+            p = setting.stage_dir("unlearning", *r) / "model.pth"
+            if not p.is_file():
+                missing.append(missing_model_message(setting, r, p))
+        runs = [r for r in runs if (setting.stage_dir("unlearning", *r) / "model.pth").is_file()]
     analyse(setting, runs, features=args.features, max_points=args.max_points, tsne_seed=args.tsne_seed,
             device=device_arg(args))
-    return 0
+    for line in missing:
+        print(f"skipped: {line}", file=sys.stderr)
+    return 1 if missing else 0

@@ -6,11 +6,12 @@ last, ``results.json`` with every metric, the resolved config and the status.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results, save_checkpoint
 from .cli import base_parser, device_arg
 from .engine import resolve_device, seed_everything
 from .errors import Diverged, UsageError
@@ -20,12 +21,30 @@ from .our import ReplayConfig, run_our
 from .runinfo import environment
 from .setting import Setting, fmt_para
 
+class _RawEpilogFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help and the methods table kept as written."""
+
+
 TSV_COLUMNS = ["d_t", "d_f", "d_r", "mia", "time"]
+
+
+def methods_epilog() -> str:
+    """What para1/para2 mean for each method, and their defaults, for ``--help``."""
+    from .methods import get_method
+
+    lines = ["methods (para1 / para2, defaults; _our: over-unlearning defaults):"]
+    for name in list_methods(include_our=False):
+        spec, _ = get_method(name)
+        our = f"; _our {spec.over_defaults}" if spec.approximate else ""
+        lines.append(f"  {name}: {spec.para1} / {spec.para2}, {spec.defaults}{our}. {spec.summary}")
+    return "\n".join(lines)
 
 
 def parser(dataset_default: str):
     p = base_parser("Unlearn one class with a registered method (append _our for Over-Unlearning & Replay).",
                     dataset_default)
+    p.epilog = methods_epilog()
+    p.formatter_class = _RawEpilogFormatter
     p.add_argument("-method", "--method", required=True, choices=list_methods(), metavar="METHOD",
                    help="one of: " + ", ".join(list_methods()))
     p.add_argument("--forget_class", "--forget-class", type=int, default=None,
@@ -60,11 +79,8 @@ def retrain_seconds(setting: Setting) -> float | None:
     """Seconds of a finished ``retrain`` run of the same setting and seed, if any."""
     best = None
     for res in sorted(setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json")):
-        try:
-            r = json.loads(res.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if r.get("status") == "ok" and r.get("config", {}).get("seed") == setting.seed:
+        r = read_ok_results(res)
+        if r and r.get("config", {}).get("seed") == setting.seed:
             best = r["time"]
     return best
 

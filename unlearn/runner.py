@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, read_ok_results
 from .setting import Setting, fmt_para
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,25 +29,23 @@ PAPER_SCRIPT_DATASET = {"Cifar20": "cifar20", "Cifar100": "cifar100", "Imagenet6
 
 @dataclass
 class Job:
-    """One stage command; ``done`` is the results.json whose ``ok`` status means it need not run."""
+    """One stage command; it need not run when every ``done`` results.json says ``ok``.
+
+    With ``soft_deps`` it runs once its dependencies have finished, even if some failed
+    (the distribution stage analyses whichever models exist).
+    """
 
     name: str
     cmd: list[str]
     folder: Path
-    done: Path
+    done: list[Path]
     deps: list[str] = field(default_factory=list)
+    soft_deps: bool = False
 
 
 def script(stage: str, dataset: str) -> str:
     """The stage script; non-paper datasets use the CIFAR-20 scripts with ``--dataset``."""
     return SCRIPTS[stage].format(d=PAPER_SCRIPT_DATASET.get(dataset, "cifar20"))
-
-
-def is_done(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("status") == "ok"
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
 
 
 def common_flags(s: Setting) -> list[str]:
@@ -69,11 +67,12 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
             d = base.pretrain_dir(l1)
             cmd = [py, script("pretrain", base.dataset), *common_flags(base), *extra_pretrain]
             cmd += ["--l1", str(l1)] if l1 else []
-            jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, d / "results.json"))
+            jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, [d / "results.json"]))
             pre_names.append(jobs[-1].name)
     for seed in seeds:
         s = replace(base, seed=seed)
         retrain = next((m for m in methods if m[0] == "retrain"), None)
+        forget_names, vis_runs, vis_done = [], [], []
         for method, p1, p2, opts in methods:
             paras = [x for k, v in opts.items() for x in ("--opt", f"{k}={json.dumps(v)}")]
             paras += ["--para1", str(p1)] if p1 is not None else []
@@ -84,8 +83,9 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
             if "forget" in stages:
                 wp = ["-weight_path", str(weight_path)] if weight_path else []
                 jobs.append(Job(f"forget:{key}", [py, script("forget", s.dataset), *base_cmd, *wp], fdir,
-                                fdir / "results.json", list(pre_names)))
+                                [fdir / "results.json"], list(pre_names)))
             fname = f"forget:{key}"
+            forget_names.append(fname)
             if "attack" in stages:
                 adir = s.stage_dir("mia_mu_attack", method, p1, p2)
                 deps = [fname]
@@ -95,12 +95,14 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
                 for k, v in attack.items():
                     aflags += [f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}", str(v)]
                 jobs.append(Job(f"attack:{key}", [py, script("attack", s.dataset), *base_cmd, *aflags], adir,
-                                adir / "results.json", deps))
-            if "distribution" in stages:
-                vdir = s.stage_dir("visualization", method, p1, p2)
-                cmd = [py, script("distribution", s.dataset), *common_flags(s), "-seed", str(seed),
-                       "--runs", f"{method}:{fmt_para(p1)}:{fmt_para(p2)}"]
-                jobs.append(Job(f"distribution:{key}", cmd, vdir, vdir / "results.json", [fname]))
+                                [adir / "results.json"], deps))
+            vis_runs.append(f"{method}:{fmt_para(p1)}:{fmt_para(p2)}")
+            vis_done.append(s.stage_dir("visualization", method, p1, p2) / "results.json")
+        if "distribution" in stages:  # one process per seed over all runs, like the paper's script
+            cmd = [py, script("distribution", s.dataset), *common_flags(s), "-seed", str(seed), "--skip-done",
+                   "--skip-missing", "--runs", *vis_runs]
+            folder = s.stage_dir("visualization", "all", 0, 0).parent
+            jobs.append(Job(f"distribution:seed{seed}", cmd, folder, vis_done, forget_names, soft_deps=True))
     names = {j.name for j in jobs}
     for j in jobs:  # a dependency outside the requested stages is assumed to exist already
         j.deps = [d for d in j.deps if d in names]
@@ -156,7 +158,7 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     status: dict[str, tuple[int, str]] = {}
     pending = {j.name: j for j in jobs}
     for j in jobs:
-        if not force and is_done(j.done):
+        if not force and all(read_ok_results(d) for d in j.done):
             status[j.name] = (0, "already done")
             pending.pop(j.name)
     if dry_run:
@@ -173,7 +175,7 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
             for name, j in list(pending.items()):
                 if any(d in pending or d in running.values() for d in j.deps):
                     continue
-                failed = [d for d in j.deps if status.get(d, (0,))[0] != 0]
+                failed = [] if j.soft_deps else [d for d in j.deps if status.get(d, (0,))[0] != 0]
                 pending.pop(name)
                 if failed:
                     status[name] = (1, f"skipped: {failed[0]} failed")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, read_ok_results
 from .setting import Setting, fmt_para
 
 COLUMNS = [
@@ -35,14 +34,6 @@ COLUMNS = [
 ]
 
 
-def _read(path: Path):
-    try:
-        r = json.loads(path.read_text())
-        return r if r.get("status") == "ok" else None
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _best_attack(res, game):
     best = None
     for lr, r in (res or {}).get("per_lr", {}).items():
@@ -56,16 +47,16 @@ def cell(s: Setting, method, p1, p2) -> dict:
     """All table numbers of one run (NaN where a stage is missing)."""
     nan = float("nan")
     row = {k: nan for k, _ in COLUMNS}
-    f = _read(s.stage_dir("unlearning", method, p1, p2) / "results.json")
+    f = read_ok_results(s.stage_dir("unlearning", method, p1, p2) / "results.json")
     if f:
         row.update({k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, time=f["time"])
-    a = _read(s.stage_dir("mia_mu_attack", method, p1, p2) / "results.json")
+    a = read_ok_results(s.stage_dir("mia_mu_attack", method, p1, p2) / "results.json")
     for game in ("ood", "retrain"):
         g = _best_attack(a, game)
         if g:
             row[f"rea_auc_{game}"] = g["auc"]
             row[f"rea_bacc_{game}"] = g["balanced_accuracy_at_fpr_5"]
-    v = _read(s.stage_dir("visualization", method, p1, p2) / "results.json")
+    v = read_ok_results(s.stage_dir("visualization", method, p1, p2) / "results.json")
     if v:
         t = v["metrics"]["tsne"]
         row.update(variance=t["intra_class_variance"], silhouette=t["silhouette"], overlap=t["overlap"])
