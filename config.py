@@ -81,18 +81,30 @@ MU_METHOD_LIST = {
     # CPU-scale settings under which every method forgets (d_f <= 10%) and keeps d_t within 10 points.
     "Digits": [
         ("baseline", 0, 0), ("retrain", 0.01, 15),
-        ("finetune", 0.1, 20, {"weight_decay": 0.02}), ("negative_grad", None, None), ("amnesiac", 0.01, 3),
-        ("badteacher", None, None), ("ssd_tuning", None, None), ("Wfisher", None, None),
-        ("FisherForgetting", None, None), ("UNSIR", None, None), ("FT_prune", 0.01, 10, {"l1": 0.05}),
+        ("finetune", 0.1, 20, {"weight_decay": 0.02}), ("negative_grad", 0.01, 3), ("amnesiac", 0.01, 3),
+        ("badteacher", 1e-3, 3), ("ssd_tuning", None, None), ("Wfisher", 100, 1000),
+        ("FisherForgetting", None, None), ("UNSIR", 0.01, 2), ("FT_prune", 0.01, 10, {"l1": 0.02}),
         ("SalUn", None, None), ("SCRUB", 0.01, 5), ("boundary_shrink", None, None),
         ("finetune_our", 0.1, 20, {"weight_decay": 0.005}), ("negative_grad_our", None, None), ("amnesiac_our", 0.05, 5),
-        ("badteacher_our", None, None), ("ssd_tuning_our", None, None), ("Wfisher_our", None, None),
+        ("badteacher_our", 1e-2, 3), ("ssd_tuning_our", None, None), ("Wfisher_our", None, None),
         ("FisherForgetting_our", None, None), ("UNSIR_our", None, None),
         ("FT_prune_our", 0.05, 5, {"over_l1": 0.05}), ("SalUn_our", None, None), ("SCRUB_our", 0.01, 5),
         ("boundary_shrink_our", 1e-2, 10),
     ],
     "FashionMNIST": [("baseline", 0, 0), ("retrain", 0.01, 8), *[(m, None, None) for m in _OUR],
                      *[(m + "_our", None, None) for m in _OUR]],
+}
+
+# Methods that, on the given dataset and its default pretrained model, do not meet
+# "d_f <= 10% with d_t within 10 points of baseline" at any setting we tried; the
+# tests check that these (and only these) miss the target, so the list stays true.
+OFF_TARGET = {
+    "Digits": {
+        "ssd_tuning": "the forget class is fit so well that its Fisher importance is ~1000x below the full "
+                      "set's: SSD selects nothing (alpha 0.1..1, lambda 0.001..1 tried)",
+        "ssd_tuning_our": "same as ssd_tuning: over-unlearning with alpha 0.005..0.1 selects nothing either",
+        "Wfisher": "no single step size does both: alpha 100 keeps d_t 96.6 with d_f 87; 150 gives d_f 26, d_t 80",
+    },
 }
 
 

@@ -12,7 +12,9 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids oversu
 
 from unlearn.setting import Setting  # noqa: E402
 
-PRETRAIN_EPOCHS = 10
+import config  # noqa: E402
+
+PRETRAIN_EPOCHS = config.DATASETS["Digits"]["epochs"]  # the default model, on which config's settings are tuned
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +34,9 @@ def pretrained(digits):
     """Pretrain once per session; returns the results dict."""
     from unlearn.pretrain import pretrain
 
-    return pretrain(digits, lr=0.05, epochs=PRETRAIN_EPOCHS, batch_size=32, l1=0.0, device="cpu", progress=False)
+    cfg = config.dataset_config("Digits")
+    return pretrain(digits, lr=cfg["lr"], epochs=PRETRAIN_EPOCHS, batch_size=cfg["batch_size"], l1=0.0, device="cpu",
+                    progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +46,9 @@ def pretrained_sparse(digits):
     from unlearn.pretrain import pretrain
 
     l1s = {get_method(m)[0].our_pretrain_l1 for m in list_methods(include_our=False)} - {0.0}
-    return {l1: pretrain(digits, lr=0.05, epochs=PRETRAIN_EPOCHS, batch_size=32, l1=l1, device="cpu",
-                         progress=False) for l1 in l1s}
+    cfg = config.dataset_config("Digits")
+    return {l1: pretrain(digits, lr=cfg["lr"], epochs=PRETRAIN_EPOCHS, batch_size=cfg["batch_size"], l1=l1,
+                         device="cpu", progress=False) for l1 in l1s}
 
 
 def run_script(*args, cwd=ROOT, env=None):

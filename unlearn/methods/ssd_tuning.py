@@ -7,8 +7,16 @@ computed with the model in eval mode: ``imp_forget`` over the forget set and
 ``ParameterPerturber.calc_importance``, an importance is the mean over
 mini-batches of the *squared batch-mean gradient* of the cross-entropy (not
 per-sample squared gradients): one backward pass per batch, batch size
-``--opt batch_size=`` (default the run's batch size, 64). Then every parameter
-with ``imp_forget > alpha * imp_full`` is multiplied by
+``--opt batch_size=`` (default the run's batch size, 64). The authors' full-set
+loader is an unshuffled ``ConcatDataset(retain, forget)``: its batches are retain
+batches followed by pure forget batches. So is ours: ``imp_full`` is the
+batch-count-weighted mean of the retain-batch and forget-batch importances (the
+forget batches are not recomputed). This matters: in batches mixing classes the
+forget gradients largely cancel, and ``imp_forget / imp_full`` would then exceed
+any alpha for most parameters of a model that has not fit the forget class
+perfectly (FashionMNIST: the whole network is dampened). With pure forget
+batches the ratio is at most about (#samples / #forget samples).
+Then every parameter with ``imp_forget > alpha * imp_full`` is multiplied by
 ``min(lambda * imp_full / imp_forget, 1)``.
 
 para1 = alpha, the selection weighting (1 as the Over-Unlearning paper's code
@@ -25,8 +33,8 @@ import torch.nn.functional as F
 from . import register_method
 
 
-def batch_importances(model, ts, batch_size: int) -> dict[str, torch.Tensor]:
-    """Mean over batches of the squared batch-mean CE gradient, per named parameter (model in eval mode)."""
+def batch_importances(model, ts, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
+    """(sum over batches of the squared batch-mean CE gradient per named parameter, number of batches)."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     imp = {n: torch.zeros_like(p) for n, p in params.items()}
     batches = 0
@@ -35,7 +43,7 @@ def batch_importances(model, ts, batch_size: int) -> dict[str, torch.Tensor]:
         for n, g in zip(params, grads):
             imp[n] += g.pow(2)
         batches += 1
-    return {n: v / max(batches, 1) for n, v in imp.items()}
+    return imp, batches
 
 
 @register_method("ssd_tuning", para1="selection weighting alpha", para2="dampening constant lambda", defaults=(1, 1),
@@ -50,8 +58,10 @@ def ssd_tuning(ctx, para1, para2):
     model = ctx.model
     was = model.training
     model.eval()
-    imp_forget = batch_importances(model, ctx.forget, bs)
-    imp_full = batch_importances(model, ctx.data.in_train, bs)
+    sum_forget, b_f = batch_importances(model, ctx.forget, bs)
+    sum_retain, b_r = batch_importances(model, ctx.retain, bs)
+    imp_forget = {n: v / max(b_f, 1) for n, v in sum_forget.items()}
+    imp_full = {n: (sum_retain[n] + v) / max(b_r + b_f, 1) for n, v in sum_forget.items()}
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n not in imp_forget:
