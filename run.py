@@ -6,7 +6,6 @@ With no changes it runs the embedded default: everything on Digits, on the CPU, 
 """
 import sys
 
-import config
 from unlearn.setting import run_cli
 
 # ---------------------------------------------------------------- parameters users edit

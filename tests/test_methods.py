@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import config
-from unlearn.errors import Diverged
 from unlearn.forget import unlearn_run
 from unlearn.methods import get_method, list_methods
 from unlearn.metrics import entropy_mia

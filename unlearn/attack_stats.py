@@ -14,9 +14,6 @@ All functions are numpy in / numpy-or-plain-Python out; no torch needed.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -222,26 +219,9 @@ def _new_figure(figsize=(5.0, 3.6)):
 
 
 def _save_atomic(fig, stem) -> list[str]:
-    """Save ``fig`` as <stem>.png and <stem>.pdf, each via a temp file + os.replace."""
-    stem = Path(stem)
-    directory = stem.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in ("png", "pdf"):
-        final = directory / f"{stem.name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem.name}.", suffix=f".{fmt}.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=fmt, dpi=150)
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        written.append(str(final))
-    return written
+    from .checkpoint import save_figure
+
+    return save_figure(fig, stem)
 
 
 def plot_relearning_curves(

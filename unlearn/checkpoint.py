@@ -119,3 +119,14 @@ def read_ok_results(path) -> dict | None:
     except (OSError, ValueError):
         return None
     return r if isinstance(r, dict) and r.get("status") == "ok" else None
+
+
+def save_figure(fig, stem, **savefig_kwargs) -> list[str]:
+    """Write a matplotlib figure as ``<stem>.png`` and ``<stem>.pdf``, each atomically."""
+    stem = Path(stem)
+    out = []
+    for ext in ("png", "pdf"):
+        path = stem.parent / f"{stem.name}.{ext}"
+        _atomic(path, lambda f: fig.savefig(f, format=ext, **{"dpi": 150, **savefig_kwargs}))
+        out.append(str(path))
+    return out

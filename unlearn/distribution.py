@@ -27,8 +27,6 @@ and write ``<stem>.png`` and ``<stem>.pdf`` atomically.
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -402,26 +400,9 @@ def _new_figure(figsize=(6.0, 5.0)):
 
 
 def _save_atomic(fig, stem) -> None:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` via a temp file + os.replace."""
-    stem = os.fspath(stem)
-    directory = os.path.dirname(os.path.abspath(stem))
-    os.makedirs(directory, exist_ok=True)
-    for ext in ("png", "pdf"):
-        final = f"{stem}.{ext}"
-        # os.open with mode 0o666 (not mkstemp's 0o600) so the final file gets
-        # the usual umask-based permissions.
-        tmp = os.path.join(directory, f".{os.path.basename(stem)}.{uuid.uuid4().hex}.tmp.{ext}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=ext, bbox_inches="tight")
-            os.replace(tmp, final)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+    from .checkpoint import save_figure
+
+    save_figure(fig, stem, bbox_inches="tight")
 
 
 def _class_name(c, class_names) -> str:

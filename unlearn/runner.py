@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Queue
 
+import config
 from .checkpoint import atomic_write_text, read_ok_results
 from .setting import Setting, fmt_para
 
@@ -100,7 +101,8 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
             vis_done.append(s.stage_dir("visualization", method, p1, p2) / "results.json")
         if "distribution" in stages:  # one process per seed over all runs, like the paper's script
             cmd = [py, script("distribution", s.dataset), *common_flags(s), "-seed", str(seed), "--skip-done",
-                   "--skip-missing", "--runs", *vis_runs]
+                   "--skip-missing", "--max-points", str(config.DISTRIBUTION_MAX_POINTS.get(s.dataset, 5000)),
+                   "--runs", *vis_runs]
             folder = s.stage_dir("visualization", "all", 0, 0).parent
             jobs.append(Job(f"distribution:seed{seed}", cmd, folder, vis_done, forget_names, soft_deps=True))
     names = {j.name for j in jobs}

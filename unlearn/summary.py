@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_text, read_ok_results
+from .checkpoint import atomic_write_text, read_ok_results, save_figure
 from .setting import Setting, fmt_para
 
 COLUMNS = [
@@ -143,10 +143,7 @@ def plot_comparison(stem: Path, rows):
             ax.set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    for ext in ("png", "pdf"):
-        tmp = stem.parent / f".{stem.name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=150)
-        tmp.replace(stem.with_suffix(f".{ext}"))
+    save_figure(fig, stem)
     plt.close(fig)
 
 

@@ -1,7 +1,7 @@
 """Exact unlearning: train from scratch on the retain data only (the gold standard)."""
 import torch
 
-from ..engine import LoopConfig, ce_step, sgd, train_epochs
+from ..engine import ce_step, sgd, train_epochs
 from . import register_method
 
 
