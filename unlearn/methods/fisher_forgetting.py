@@ -15,7 +15,8 @@ added to the weights, destroying what the retain data does not pin down.
    clamped to para2 (1e3; the classifier head to para2 / 10), times alpha; for
    weights with more than one dimension averaged over the input dimension; the
    head and every 1-d parameter (BatchNorm, biases) get ten times more. The
-   forget class's head row (weight and bias) is set to 0 with variance 1e-4.
+   forget class's head row (weight and bias) is set to 0 with variance 1e-4
+   (before the head's factor 10).
    The head is found with ``model.get_classifier()``, not by its output size.
 3. ``w <- mu + sqrt(var) * N(0, 1)`` with ``ctx.generator`` noise.
 

@@ -10,9 +10,10 @@
    retain subset of ``--opt samples_per_class=500`` images of every retain class.
 3. Repair: para2 epochs of SGD (lr ``--opt repair_lr``, default para1 / 2) on the
    same retain subset.
-(The paper's settings: impair lr 0.02, repair lr 0.01, one epoch each; the public
-class-wise re-implementations follow the same three steps and sizes.) Batches of
-the run's batch size; SGD with momentum 0.9 and weight decay 5e-4.
+The paper trains one impair and one repair epoch at lr 0.02 and 0.01; the sizes
+(32-image noise, 25 Adam steps at lr 0.1, 80 copies, 500 images per class)
+follow the public class-wise re-implementation of Foster et al. Batches of the
+run's batch size; SGD with momentum 0.9 and weight decay 5e-4.
 
 para1 = impair learning rate (0.02), para2 = repair epochs (1).
 

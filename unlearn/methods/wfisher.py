@@ -17,11 +17,13 @@ batched (Woodbury) form:
 
 which needs only the n x n Gram matrix ``G G^T`` and ``G v``, then one more
 pass for ``G^T u``. Per-sample gradients come in chunks from ``torch.func``
-(``vmap(grad)``; a plain loop if vmap fails), so memory stays bounded by
-``--opt max_gb=2`` (GB per chunk of gradients; two chunks live at once): when all n gradients fit they are
-kept (one pass); otherwise chunk pairs are recomputed for the Gram matrix
-(ResNet18, 11M parameters, n = 1000: 46 chunks of ~22, still seconds on a GPU).
-All parameters with ``requires_grad`` take part, as the reference.
+(``vmap(grad)``, BatchNorm in eval mode; a plain loop if vmap fails), so memory
+stays bounded by ``--opt max_gb=2`` (GB per chunk of gradients; two chunks live
+at once). When all n gradients fit in one chunk they are kept (SmallCNN: one
+pass); otherwise chunk pairs are recomputed for the Gram matrix (ResNet18, 11M
+parameters, n = 1000: 21 chunks of 48, about 12k per-sample gradients in all).
+The mean gradients are exact batched sums. All parameters with
+``requires_grad`` take part, as the reference.
 
 para1 = alpha, the step size (50, as the reference); para2 = n, retain samples in
 the Fisher (1000, as the reference's ``N``).
