@@ -57,10 +57,18 @@ def stages_for(python_file: str | None, stages: list[str]) -> list[str]:
 
 
 def normalise_entry(entry) -> tuple:
-    """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple."""
+    """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple.
+
+    ``None`` parameters become the method's defaults (over-unlearning defaults for
+    ``_our``), exactly as the forget stage resolves them, so folder names agree.
+    """
     if len(entry) not in (3, 4):
         raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
-    return (*entry[:3], dict(entry[3]) if len(entry) == 4 else {})
+    spec, our = get_method(entry[0])
+    d1, d2 = spec.over_defaults if our else spec.defaults
+    p1 = d1 if entry[1] is None else entry[1]
+    p2 = d2 if entry[2] is None else entry[2]
+    return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
 
 
 def main(argv, defaults: dict) -> int:
@@ -69,9 +77,7 @@ def main(argv, defaults: dict) -> int:
     base = Setting.from_args(args)
     base.seed = 0
     methods = defaults["methods"] or config.MU_METHOD_LIST[base.dataset]
-    methods = [normalise_entry(m) for m in methods]
-    for m in methods:
-        get_method(m[0])  # unknown names fail now, before anything runs
+    methods = [normalise_entry(m) for m in methods]  # unknown names fail now, before anything runs
     if args.methods:
         known = {m[0]: m for m in methods}
         extra = [m for m in args.methods if m not in known]
