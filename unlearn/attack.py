@@ -210,14 +210,11 @@ def parser(dataset_default: str):
 
 def main(argv=None, dataset_default: str = "Cifar20"):
     import config
-    from .methods import get_method
+    from .methods import resolve_paras
 
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
-    spec, our = get_method(args.method)
-    d1, d2 = spec.over_defaults if our else spec.defaults
-    para1 = d1 if args.para1 is None else args.para1
-    para2 = d2 if args.para2 is None else args.para2
+    para1, para2 = resolve_paras(args.method, args.para1, args.para2)
     defaults = config.ATTACK[setting.dataset]
     given = {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
     cfg = AttackConfig(**{**defaults, **given})

@@ -43,13 +43,11 @@ def parser(dataset_default: str = "Cifar20"):
 
 def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
     """(method, para1, para2) as folder-name strings."""
-    from .methods import get_method
+    from .methods import get_method, resolve_paras
 
     if args.method:
-        spec, our = get_method(args.method)
-        d1, d2 = spec.over_defaults if our else spec.defaults
-        return [(args.method, fmt_para(d1 if args.para1 is None else args.para1),
-                 fmt_para(d2 if args.para2 is None else args.para2))]
+        p1, p2 = resolve_paras(args.method, args.para1, args.para2)
+        return [(args.method, fmt_para(p1), fmt_para(p2))]
     if args.runs:
         out = []
         for r in args.runs:

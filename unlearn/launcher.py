@@ -7,7 +7,7 @@ import time
 import config
 from .cli import Parser
 from .errors import UsageError
-from .methods import get_method
+from .methods import get_method, resolve_paras
 from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
 from .summary import write_summary
@@ -64,10 +64,7 @@ def normalise_entry(entry) -> tuple:
     """
     if len(entry) not in (3, 4):
         raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
-    spec, our = get_method(entry[0])
-    d1, d2 = spec.over_defaults if our else spec.defaults
-    p1 = d1 if entry[1] is None else entry[1]
-    p2 = d2 if entry[2] is None else entry[2]
+    p1, p2 = resolve_paras(entry[0], entry[1], entry[2])
     return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
 
 

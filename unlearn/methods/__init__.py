@@ -78,3 +78,13 @@ def get_method(name: str) -> tuple[MethodSpec, bool]:
     if spec is None or (our and not spec.approximate):
         raise UsageError(f"unknown method {name!r}; choose one of {', '.join(list_methods())}")
     return spec, our
+
+
+def resolve_paras(name: str, para1=None, para2=None) -> tuple:
+    """``(para1, para2)`` with ``None`` replaced by the method's defaults (over-unlearning defaults for ``_our``).
+
+    Every stage resolves through here, so they agree on a run's folder name.
+    """
+    spec, our = get_method(name)
+    d1, d2 = spec.over_defaults if our else spec.defaults
+    return (d1 if para1 is None else para1), (d2 if para2 is None else para2)
