@@ -7,6 +7,7 @@ import torch
 from conftest import PRETRAIN_EPOCHS, run_script
 from datasets import get_dataset
 from datasets.splits import ClassSplit, augment_batch, make_split_data
+from models import get_model
 from unlearn.checkpoint import load_checkpoint, save_checkpoint
 from unlearn.errors import UsageError
 
@@ -87,6 +88,28 @@ def test_checkpoint_mismatch_and_corruption(tmp_path, digits, pretrained):
         load_checkpoint(bad)
     with pytest.raises(UsageError, match="not found"):
         load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_checkpoint_of_another_layout_with_same_shapes_is_rejected(tmp_path):
+    """A stride-1-stem SmallCNN has exactly the tensors of the stride-2 one FashionMNIST builds."""
+    from unlearn.setting import Setting
+
+    setting = Setting(net="SmallCNN", dataset="FashionMNIST", classes=10, forget_class=4, ood_classes=[8, 9])
+    other = get_model("SmallCNN", 8, in_channels=1, image_size=28, stem_stride=1)
+    assert {k: v.shape for k, v in other.state_dict().items()} == \
+        {k: v.shape for k, v in setting.new_model().state_dict().items()}
+    path = tmp_path / "old.pth"
+    save_checkpoint(path, other, model_name="SmallCNN", num_classes=8, dataset="FashionMNIST", class_map={})
+    with pytest.raises(UsageError, match="another layout.*; rerun"):
+        setting.load_model(path, "cpu", fix="rerun")
+    obj = torch.load(path, weights_only=True)
+    del obj["architecture"]
+    torch.save(obj, path)
+    with pytest.raises(UsageError, match="no architecture fingerprint"):
+        setting.load_model(path, "cpu")
+    save_checkpoint(path, setting.new_model(), model_name="SmallCNN", num_classes=8, dataset="FashionMNIST",
+                    class_map={})
+    setting.load_model(path, "cpu")
 
 
 def test_atomic_checkpoint_leaves_no_temp(tmp_path):

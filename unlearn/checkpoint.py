@@ -7,6 +7,7 @@ with ``os.replace``, so a killed run never leaves a complete-looking file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -60,6 +61,15 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def architecture_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the module tree (layer types, shapes, strides, ...).
+
+    Two architectures can share every tensor shape (a SmallCNN with a stride-1 or a
+    stride-2 stem), so a state dict alone cannot tell them apart; this can.
+    """
+    return hashlib.sha1(repr(model).encode()).hexdigest()[:16]
+
+
 def save_checkpoint(path, model: torch.nn.Module, *, model_name: str, num_classes: int, dataset: str,
                     class_map: dict, config: dict | None = None, extra: dict | None = None):
     """Write ``model`` and its description atomically."""
@@ -68,6 +78,7 @@ def save_checkpoint(path, model: torch.nn.Module, *, model_name: str, num_classe
         "model": model_name, "num_classes": int(num_classes), "dataset": dataset,
         "class_map": {int(k): int(v) for k, v in class_map.items()},
         "config": json.loads(json.dumps(config or {}, default=_jsonable)),
+        "architecture": architecture_fingerprint(model),
         **(extra or {}),
     }
     _atomic(path, lambda f: torch.save(obj, f))
@@ -102,13 +113,19 @@ def load_checkpoint(path, *, model_name: str | None = None, num_classes: int | N
     return obj
 
 
-def load_into(model: torch.nn.Module, obj: dict, path="checkpoint"):
-    """Load a state dict, turning shape/key mismatches into a one-line UsageError."""
+def load_into(model: torch.nn.Module, obj: dict, path="checkpoint", fix: str = ""):
+    """Load a state dict, turning architecture, shape or key mismatches into a one-line UsageError."""
+    hint = f"; {fix}" if fix else ""
+    if obj.get("architecture") != architecture_fingerprint(model):
+        why = "has no architecture fingerprint" if "architecture" not in obj else "was built for another layout"
+        raise UsageError(f"{path} {why} of {obj.get('model')} (an older toolkit version?) and cannot be "
+                         f"trusted with this one{hint or '; recreate it'}")
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise UsageError(f"{path} does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
+        raise UsageError(f"{path} does not fit the model: {first[1].strip() if len(first) > 1 else first[0]}"
+                         f"{hint}") from None
     return model
 
 

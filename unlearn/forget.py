@@ -105,8 +105,10 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     options = dict(options or {})
     if mask_path:
         options["mask_path"] = str(mask_path)
-    batch_size = batch_size or options.get("batch_size", 64)
-    ctx = Context(model=model, data=data, device=device, generator=gen, batch_size=batch_size, progress=progress,
+    given = batch_size or options.get("batch_size")
+    batch_size = int(given or 64)
+    ctx = Context(model=model, data=data, device=device, generator=gen, batch_size=batch_size,
+                  batch_size_given=given is not None, progress=progress,
                   options=options, new_model=setting.new_model)
     resolved = {**setting.as_dict(), "method": method, "base_method": spec.name, "our": our, "para1": para1,
                 "para2": para2, "para1_meaning": spec.para1, "para2_meaning": spec.para2, "batch_size": batch_size,

@@ -98,7 +98,7 @@ class Setting:
     def load_model(self, path, device, *, fix: str = ""):
         """A model of this setting with weights from a checkpoint, checked for a match."""
         obj = load_checkpoint(path, model_name=self.net, num_classes=self.num_outputs, dataset=self.dataset, fix=fix)
-        return load_into(self.new_model(), obj, path).to(device), obj
+        return load_into(self.new_model(), obj, path, fix).to(device), obj
 
     def as_dict(self) -> dict:
         return asdict(self)

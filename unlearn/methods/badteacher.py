@@ -5,7 +5,7 @@ teacher (a frozen copy of the pretrained model) on retain samples and an
 *incompetent* teacher (a randomly initialised network of the same architecture)
 on forget samples. One dataset holds a random ``--opt retain_fraction=0.3`` of
 the retain set plus the whole forget set; each sample carries a flag saying
-which teacher applies, and shuffled batches (``--opt batch_size=256``) mix both.
+which teacher applies, and shuffled batches (256 unless ``-b`` is given) mix both.
 Loss: KL(teacher || student) of temperature-``--opt T=1`` softmaxes (batch mean,
 as the authors' ``UnlearnerLoss`` up to its element-mean scaling, which Adam
 ignores). Adam, para1 = learning rate (1e-4), para2 = epochs (3).
@@ -44,7 +44,7 @@ def badteacher(ctx, para1, para2):
     Over-Unlearning: retain subset cut to 0.0001 of the retain set, larger learning rate.
     """
     T = ctx.opt("T", 1.0)
-    bs = ctx.opt("batch_size", 256)
+    bs = ctx.method_batch_size(256)
     fraction = ctx.opt("over_retain_fraction", 1e-4) if ctx.over else ctx.opt("retain_fraction", 0.3)
     retain = ctx.subsample(ctx.retain, fraction)
     forget = ctx.forget

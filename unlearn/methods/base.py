@@ -27,6 +27,7 @@ class Context:
     device: torch.device
     generator: torch.Generator
     batch_size: int = 64
+    batch_size_given: bool = False  # -b or --opt batch_size was passed; methods with their own default defer to it
     progress: bool = True
     over: bool = False
     options: dict = field(default_factory=dict)  # method-specific extras (alpha, mask_path, ...)
@@ -47,6 +48,10 @@ class Context:
     @property
     def forget_index(self) -> int:
         return self.data.split.forget_index
+
+    def method_batch_size(self, default: int) -> int:
+        """The batch size for a method whose own default differs from the run's (e.g. Bad Teacher's 256)."""
+        return self.batch_size if self.batch_size_given else default
 
     def opt(self, name: str, default):
         """A method option from ``--opt key=value`` flags, else ``default``."""
