@@ -7,6 +7,7 @@ import torch
 
 import config
 from unlearn.forget import unlearn_run
+from unlearn.errors import UsageError
 from unlearn.methods import get_method, list_methods
 from unlearn.metrics import entropy_mia
 
@@ -100,6 +101,16 @@ def test_unknown_method_lists_valid(tmp_path):
     r = run_script("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "nosuch",
                    "--log-root", tmp_path)
     assert r.returncode == 2 and "negative_grad_our" in r.stderr
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m)[0].para1 == "learning rate"])
+def test_unusable_parameters_are_one_line_errors(method, digits, pretrained):
+    with pytest.raises(UsageError, match="--para1 -0.1 .* must be positive"):
+        unlearn_run(digits, method=method, para1=-0.1, para2=1, device="cpu", progress=False)
+    if get_method(method)[0].para2 == "epochs":
+        with pytest.raises(UsageError, match="--para2 1.5 .* whole number"):
+            unlearn_run(digits, method=method, para1=0.1, para2=1.5, device="cpu", progress=False)
+    assert not digits.stage_dir("unlearning", method, -0.1, 1).exists()
 
 
 def test_missing_pretrained_names_command(tmp_path):

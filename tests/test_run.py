@@ -72,6 +72,24 @@ def test_failing_method_leaves_others_complete(first_run, capsys):
     assert all(math.isfinite(float(rows[m]["d_t"])) for m, _, _ in METHODS)
 
 
+def test_one_job_shares_a_process_per_stage_and_isolates_failures(tmp_path):
+    """--jobs 1 runs a stage's runs in one process; each still gets its files, a failure stays its own."""
+    methods = METHODS[:2] + [("finetune", -1.0, 1)]
+    d = {**defaults(methods), "jobs": 1, "stages": ["pretrain", "forget", "attack"]}
+    assert launch(argv(tmp_path), d) == 1
+    runs = sorted(p.parent.name for p in tmp_path.rglob("unlearning/*/command.txt"))
+    assert runs == ["baseline-0-0", "finetune--1-1", "retrain-0.01-6"]
+    bad = next(tmp_path.rglob("unlearning/finetune--1-1"))
+    assert "error:" in (bad / "stderr.txt").read_text() and not (bad / "results.json").exists()
+    assert "forget_full_class_main_cifar20.py" in (bad / "command.txt").read_text()
+    for m in ("baseline-0-0", "retrain-0.01-6"):
+        for stage in ("unlearning", "mia_mu_attack"):
+            run = next(tmp_path.rglob(f"{stage}/{m}"))
+            assert json.loads((run / "results.json").read_text())["status"] == "ok"
+            assert "unlearn.batch" not in (run / "command.txt").read_text()
+    assert not list(tmp_path.rglob("mia_mu_attack/finetune*/results.json"))
+
+
 def test_killed_run_is_redone(tmp_path):
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from unlearn.launcher import main; "
             f"sys.exit(main({argv(tmp_path)!r}, {defaults(KILL_METHODS)!r}))")

@@ -29,7 +29,10 @@ def parser(defaults: dict):
     p.add_argument("--python_file", default=defaults["python_file"],
                    help="the paper's way: run only this stage script over the method list")
     p.add_argument("-weight_path", "--weight_path", default=defaults["weight_path"])
-    p.add_argument("--jobs", type=int, default=defaults["jobs"])
+    p.add_argument("--jobs", type=int, default=defaults["jobs"],
+                   help="stage commands at once (default: the number of GPUs, each pinned to one; 1 on CPU)")
+    p.add_argument("--isolate", action="store_true",
+                   help="one process per run even with --jobs 1 (by default a stage's runs then share one)")
     p.add_argument("--trials", type=int, default=None, help="override the attack's trials")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="override pretraining epochs")
     p.add_argument("--data-root", "--data_root", dest="data_root", default=None)
@@ -93,8 +96,9 @@ def main(argv, defaults: dict) -> int:
         jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
                           extra_pretrain=extra, weight_path=args.weight_path,
                           method_l1=lambda m: get_method(m)[0].our_pretrain_l1 if m.endswith("_our") else 0.0)
-        status = run_jobs(jobs, n_jobs=args.jobs or default_jobs(), force=args.force, dry_run=args.dry_run,
-                          progress=args.progress)
+        n_jobs = args.jobs or default_jobs()
+        status = run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
+                          batch=n_jobs == 1 and not args.isolate)
         if args.dry_run:
             return 0
         failed = {k: v[1] for k, v in status.items() if v[0] != 0}

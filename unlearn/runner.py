@@ -1,9 +1,12 @@
 """The pipeline behind ``run.py``: stage commands as a dependency graph, run in parallel, resumable.
 
-Each stage runs as its own process (the stage scripts), so a crash or bad
-input in one run cannot take the others down. A run whose ``results.json``
-says ``ok`` is skipped unless ``force``; outputs are written atomically, so a
-killed run leaves no complete-looking file and is simply redone.
+Each run is a stage script command. With several jobs at once every run is its
+own process; with one job at a time the runs of a stage and seed share one
+process (:mod:`unlearn.batch`; ``batch=False`` turns this off), which saves the
+seconds each interpreter spends importing. Either way a failing run cannot take
+the others down. A run whose ``results.json`` says ``ok`` is skipped unless
+``force``; outputs are written atomically, so a killed run leaves no
+complete-looking file and is simply redone.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Job:
     done: list[Path]
     deps: list[str] = field(default_factory=list)
     soft_deps: bool = False
+    group: str | None = None  # runs of one group may share a process (see unlearn.batch)
 
 
 def script(stage: str, dataset: str) -> str:
@@ -84,7 +88,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
             if "forget" in stages:
                 wp = ["-weight_path", str(weight_path)] if weight_path else []
                 jobs.append(Job(f"forget:{key}", [py, script("forget", s.dataset), *base_cmd, *wp], fdir,
-                                [fdir / "results.json"], list(pre_names)))
+                                [fdir / "results.json"], list(pre_names), group=f"forget:seed{seed}"))
             fname = f"forget:{key}"
             forget_names.append(fname)
             if "attack" in stages:
@@ -96,7 +100,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
                 for k, v in attack.items():
                     aflags += [f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}", str(v)]
                 jobs.append(Job(f"attack:{key}", [py, script("attack", s.dataset), *base_cmd, *aflags], adir,
-                                [adir / "results.json"], deps))
+                                [adir / "results.json"], deps, group=f"attack:seed{seed}"))
             vis_runs.append(f"{method}:{fmt_para(p1)}:{fmt_para(p2)}")
             vis_done.append(s.stage_dir("visualization", method, p1, p2) / "results.json")
         if "distribution" in stages:  # one process per seed over all runs, like the paper's script
@@ -133,36 +137,79 @@ def default_jobs() -> int:
         return 1
 
 
-def _execute(job: Job, slots: Queue, threads: int) -> tuple[str, int, str]:
+def _env(gpu) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+def _last_line(*texts: str) -> str:
+    for t in texts:
+        lines = t.strip().splitlines()
+        if lines:
+            return lines[-1]
+    return ""
+
+
+def _execute(unit: list[Job], slots: Queue, threads: int) -> list[tuple[str, int, str]]:
+    """Run one job as its own process, or several in one :mod:`unlearn.batch` process."""
     gpu = slots.get()
     try:
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        cmd = [*job.cmd, "--threads", str(threads)] if gpu is None else job.cmd
+        extra = ["--threads", str(threads)] if gpu is None else []
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        job.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(job.folder / "command.txt", shlex.join(cmd) + "\n")
-        atomic_write_text(job.folder / "stdout.txt", p.stdout)
-        atomic_write_text(job.folder / "stderr.txt", p.stderr)
-        tail = (p.stderr.strip().splitlines() or p.stdout.strip().splitlines() or [""])[-1]
-        return job.name, p.returncode, f"{tail} ({time.perf_counter() - t0:.1f}s)"
+        if len(unit) == 1:
+            job = unit[0]
+            cmd = [*job.cmd, *extra]
+            p = subprocess.run(cmd, cwd=ROOT, env=_env(gpu), capture_output=True, text=True)
+            job.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(job.folder / "command.txt", shlex.join(cmd) + "\n")
+            atomic_write_text(job.folder / "stdout.txt", p.stdout)
+            atomic_write_text(job.folder / "stderr.txt", p.stderr)
+            return [(job.name, p.returncode, f"{_last_line(p.stderr, p.stdout)} ({time.perf_counter() - t0:.1f}s)")]
+        runs = [{"script": j.cmd[1], "argv": [*j.cmd[2:], *extra], "folder": str(j.folder)} for j in unit]
+        p = subprocess.run([sys.executable, "-m", "unlearn.batch"], input=json.dumps(runs), cwd=ROOT, env=_env(gpu),
+                           capture_output=True, text=True)
+        out = []
+        for j in unit:  # each run's own files say how it went; a crashed batch leaves them missing
+            ok = all(read_ok_results(d) for d in j.done)
+            texts = [(j.folder / f).read_text() if (j.folder / f).is_file() else "" for f in ("stderr.txt", "stdout.txt")]
+            tail = _last_line(*texts) or _last_line(p.stderr) or f"batch process exited {p.returncode}"
+            out.append((j.name, 0 if ok else 1, tail))
+        return out
     finally:
         slots.put(gpu)
 
 
+def _units(jobs: list[Job], batch: bool) -> list[list[Job]]:
+    """Jobs grouped into what runs as one process."""
+    if not batch:
+        return [[j] for j in jobs]
+    units, by_group = [], {}
+    for j in jobs:
+        if j.group is None:
+            units.append([j])
+        elif j.group in by_group:
+            by_group[j.group].append(j)
+        else:
+            by_group[j.group] = [j]
+            units.append(by_group[j.group])
+    return units
+
+
 def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool = False,
-             progress: bool = True) -> dict[str, tuple[int, str]]:
-    """Run the graph; returns {name: (returncode, last line)} of every job that ran or was skipped."""
+             progress: bool = True, batch: bool | None = None) -> dict[str, tuple[int, str]]:
+    """Run the graph; returns {name: (returncode, last line)} of every job that ran or was skipped.
+
+    ``batch`` (default: when ``n_jobs`` is 1) runs each group's pending jobs in one process.
+    """
     from tqdm.auto import tqdm
 
     status: dict[str, tuple[int, str]] = {}
-    pending = {j.name: j for j in jobs}
+    pending = [j for j in jobs if force or not all(read_ok_results(d) for d in j.done)]
     for j in jobs:
-        if not force and all(read_ok_results(d) for d in j.done):
+        if j not in pending:
             status[j.name] = (0, "already done")
-            pending.pop(j.name)
     if dry_run:
         for j in jobs:
             mark = "# done: " if j.name in status else ""
@@ -170,28 +217,37 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
         return status
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     slots = _gpu_slots(n_jobs)
+    units = _units(pending, n_jobs == 1 if batch is None else batch)
+    unfinished = {j.name for j in pending}
     bar = tqdm(total=len(pending), desc="runs", disable=not progress)
     running = {}
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-        while pending or running:
-            for name, j in list(pending.items()):
-                if any(d in pending or d in running.values() for d in j.deps):
+        while units or running:
+            for unit in list(units):
+                names = {j.name for j in unit}
+                if any(d in unfinished and d not in names for j in unit for d in j.deps):
                     continue
-                failed = [] if j.soft_deps else [d for d in j.deps if status.get(d, (0,))[0] != 0]
-                pending.pop(name)
-                if failed:
-                    status[name] = (1, f"skipped: {failed[0]} failed")
-                    bar.update()
-                    continue
-                running[pool.submit(_execute, j, slots, threads)] = name
+                units.remove(unit)
+                go = []
+                for j in unit:
+                    failed = [] if j.soft_deps else [d for d in j.deps if status.get(d, (0,))[0] != 0]
+                    if failed:
+                        status[j.name] = (1, f"skipped: {failed[0]} failed")
+                        unfinished.discard(j.name)
+                        bar.update()
+                    else:
+                        go.append(j)
+                if go:
+                    running[pool.submit(_execute, go, slots, threads)] = go
             if not running:
                 continue
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for f in finished:
                 running.pop(f)
-                name, rc, tail = f.result()
-                status[name] = (rc, tail)
-                bar.update()
-                bar.set_postfix_str(name[:40])
+                for name, rc, tail in f.result():
+                    status[name] = (rc, tail)
+                    unfinished.discard(name)
+                    bar.update()
+                    bar.set_postfix_str(name[:40])
     bar.close()
     return status

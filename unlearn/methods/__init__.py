@@ -88,3 +88,20 @@ def resolve_paras(name: str, para1=None, para2=None) -> tuple:
     spec, our = get_method(name)
     d1, d2 = spec.over_defaults if our else spec.defaults
     return (d1 if para1 is None else para1), (d2 if para2 is None else para2)
+
+
+def check_paras(name: str, para1, para2):
+    """Reject parameters a method cannot use (a non-positive learning rate, fractional epochs) in one line."""
+    import math
+
+    spec, our = get_method(name)
+    for flag, meaning, v in (("--para1", spec.para1, para1), ("--para2", spec.para2, para2)):
+        if meaning == "unused":
+            continue
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise UsageError(f"{flag} {v} of {name} ({meaning}) must be a finite number")
+        if "learning rate" in meaning and v <= 0:
+            raise UsageError(f"{flag} {v} of {name} is a {meaning} and must be positive")
+        if meaning.endswith("epochs") and (v < 0 or float(v) != int(v)):
+            raise UsageError(f"{flag} {v} of {name} is a number of {meaning.split()[-1]} and must be a whole "
+                             "number >= 0")
