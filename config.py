@@ -95,6 +95,10 @@ MU_METHOD_LIST = {
                      *[(m + "_our", None, None) for m in _OUR]],
 }
 
+# L1 weight of the sparse pretrained model an `_our` method starts from, where a dataset needs
+# another than the method's own (unlearn.methods.pretrain_l1); pretrained by run.py when missing.
+OUR_PRETRAIN_L1 = {}
+
 # Points per t-SNE in run.py's distribution stage (stratified subsample; the script's default is 5000).
 DISTRIBUTION_MAX_POINTS = {"FashionMNIST": 2000}
 

@@ -42,10 +42,10 @@ def pretrained(digits):
 @pytest.fixture(scope="session")
 def pretrained_sparse(digits):
     """The L1-sparse pretrained model some ``_our`` variants start from."""
-    from unlearn.methods import get_method, list_methods
+    from unlearn.methods import list_methods, pretrain_l1
     from unlearn.pretrain import pretrain
 
-    l1s = {get_method(m)[0].our_pretrain_l1 for m in list_methods(include_our=False)} - {0.0}
+    l1s = {pretrain_l1(m, "Digits") for m in list_methods()} - {0.0}
     cfg = config.dataset_config("Digits")
     return {l1: pretrain(digits, lr=cfg["lr"], epochs=PRETRAIN_EPOCHS, batch_size=cfg["batch_size"], l1=l1,
                          device="cpu", progress=False) for l1 in l1s}

@@ -8,7 +8,7 @@ import torch
 import config
 from unlearn.forget import unlearn_run
 from unlearn.errors import UsageError
-from unlearn.methods import get_method, list_methods
+from unlearn.methods import get_method, list_methods, pretrain_l1
 from unlearn.metrics import entropy_mia
 
 METHODS = list_methods()
@@ -49,8 +49,7 @@ def test_method_runs_and_writes_finite_metrics(runs, digits, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_changes_model_except_baseline(runs, digits, method):
-    pre = state(digits.pretrain_dir(get_method(method)[0].our_pretrain_l1 if method.endswith("_our") else 0)
-                / "best.pth")
+    pre = state(digits.pretrain_dir(pretrain_l1(method, "Digits")) / "best.pth")
     res = runs[method]
     post = state(digits.stage_dir("unlearning", method, res["para1"], res["para2"]) / "model.pth")
     params = [k for k in pre if pre[k].is_floating_point()]

@@ -59,24 +59,25 @@ def relearn_curve(model: torch.nn.Module, state: dict, cand_x: torch.Tensor, can
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     n = len(cand_x)
-    order = torch.cat([torch.randperm(n, generator=g) for _ in range((steps + n - 1) // n)])
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range((steps + n - 1) // n)])[:steps]
     ridx = retain.idx[torch.randint(len(retain), (steps, retain_per_step), generator=g).to(retain.idx.device)]
-    acc, loss = np.empty(steps), np.empty(steps)
-    for s in range(steps):
-        i = order[s].item()
-        xb = torch.cat([cand_x[i : i + 1], retain.x_all[ridx[s]]])
-        yb = torch.cat([cand_y[i : i + 1], retain.y_all[ridx[s]]])
+    order = order.to(cand_x.device)
+    xs = torch.cat([cand_x[order].unsqueeze(1), retain.x_all[ridx]], 1)  # (steps, 1 + retain_per_step, ...)
+    ys = torch.cat([cand_y[order].unsqueeze(1), retain.y_all[ridx]], 1)
+    acc = torch.empty(steps, device=cand_x.device)
+    loss = torch.empty(steps, device=cand_x.device)
+    for s in range(steps):  # metrics stay on the device: no host sync per step
         model.train()
-        step_loss = F.cross_entropy(model(xb), yb)
+        step_loss = F.cross_entropy(model(xs[s]), ys[s])
         opt.zero_grad(set_to_none=True)
         step_loss.backward()
         opt.step()
         model.eval()
         with torch.no_grad():  # the whole candidate set in one batched forward pass
             logits = model(cand_x)
-            acc[s] = (logits.argmax(1) == cand_y).float().mean().item()
-            loss[s] = F.cross_entropy(logits, cand_y).item()
-    return acc, loss
+            acc[s] = (logits.argmax(1) == cand_y).float().mean()
+            loss[s] = F.cross_entropy(logits, cand_y)
+    return acc.double().cpu().numpy(), loss.double().cpu().numpy()
 
 
 def unlearned_model_path(setting: Setting, method: str, para1, para2) -> Path:

@@ -7,7 +7,7 @@ import time
 import config
 from .cli import Parser
 from .errors import UsageError
-from .methods import get_method, resolve_paras
+from .methods import pretrain_l1, resolve_paras
 from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
 from .summary import write_summary
@@ -95,7 +95,7 @@ def main(argv, defaults: dict) -> int:
         extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
         jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
                           extra_pretrain=extra, weight_path=args.weight_path,
-                          method_l1=lambda m: get_method(m)[0].our_pretrain_l1 if m.endswith("_our") else 0.0)
+                          method_l1=lambda m: pretrain_l1(m, base.dataset))
         n_jobs = args.jobs or default_jobs()
         status = run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
                           batch=n_jobs == 1 and not args.isolate)

@@ -90,6 +90,20 @@ def resolve_paras(name: str, para1=None, para2=None) -> tuple:
     return (d1 if para1 is None else para1), (d2 if para2 is None else para2)
 
 
+def pretrain_l1(name: str, dataset: str) -> float:
+    """The L1 weight of the pretrained model ``name`` starts from (0: the dense model).
+
+    ``_our`` variants of some methods start from an L1-sparse model (``our_pretrain_l1``);
+    ``config.OUR_PRETRAIN_L1`` can set another weight for a dataset.
+    """
+    import config
+
+    spec, our = get_method(name)
+    if not our:
+        return 0.0
+    return float(config.OUR_PRETRAIN_L1.get(dataset, {}).get(spec.name, spec.our_pretrain_l1))
+
+
 def check_paras(name: str, para1, para2):
     """Reject parameters a method cannot use (a non-positive learning rate, fractional epochs) in one line."""
     import math
