@@ -82,22 +82,41 @@ MU_METHOD_LIST = {
     "Digits": [
         ("baseline", 0, 0), ("retrain", 0.01, 15),
         ("finetune", 0.1, 20, {"weight_decay": 0.02}), ("negative_grad", 0.01, 3), ("amnesiac", 0.01, 3),
-        ("badteacher", 1e-3, 3), ("ssd_tuning", None, None), ("Wfisher", 100, 1000),
+        ("badteacher", 1e-3, 3), ("ssd_tuning", 0.003, 0.001), ("Wfisher", 100, 1000),
         ("FisherForgetting", None, None), ("UNSIR", 0.01, 2), ("FT_prune", 0.01, 10, {"l1": 0.02}),
         ("SalUn", None, None), ("SCRUB", 0.01, 5), ("boundary_shrink", None, None),
         ("finetune_our", 0.1, 20, {"weight_decay": 0.005}), ("negative_grad_our", None, None), ("amnesiac_our", 0.05, 5),
-        ("badteacher_our", 1e-2, 3), ("ssd_tuning_our", None, None), ("Wfisher_our", None, None),
+        ("badteacher_our", 1e-2, 3), ("ssd_tuning_our", 0.001, 0.0001), ("Wfisher_our", None, None),
         ("FisherForgetting_our", None, None), ("UNSIR_our", None, None),
         ("FT_prune_our", 0.05, 5, {"over_l1": 0.05}), ("SalUn_our", None, None), ("SCRUB_our", 0.01, 5),
         ("boundary_shrink_our", 1e-2, 10),
     ],
-    "FashionMNIST": [("baseline", 0, 0), ("retrain", 0.01, 8), *[(m, None, None) for m in _OUR],
-                     *[(m + "_our", None, None) for m in _OUR]],
+    # Settings from a sweep of 95 runs on the default FashionMNIST model (seed 0; the ones marked
+    # were checked on seed 1 too); d_t / d_f of that sweep in the comments.
+    "FashionMNIST": [
+        ("baseline", 0, 0), ("retrain", 0.01, 8),                             # 90.7 / 0
+        ("finetune", 0.025, 3),                                                # 92.3 / 0
+        ("negative_grad", 2e-4, 1),                                            # 89.0 / 0.4 (seed 1: 88.7 / 0.6)
+        ("amnesiac", 1e-4, 2),                                                 # 90.5 / 3.6 (seed 1: 90.4 / 3.5)
+        ("badteacher", 1e-4, 3, {"T": 0.05}),                                  # 86.4 / 5.9, seed-dependent
+        ("ssd_tuning", 6.3, 1),                                                # 87.6 / 0.0 (seed 1 the same)
+        ("Wfisher", 3, 1000),                                                  # 88.8 / 0.1 (seed 1: 89.4 / 0.3)
+        ("FisherForgetting", 1e-6, 1000, {"fisher": "mc", "fisher_samples": 2000}),  # 88.6 / 0
+        ("UNSIR", 0.02, 1),                                                    # 88.6 / 0
+        ("FT_prune", 0.01, 3),                                                 # 91.8 / 0
+        ("SalUn", 0.013, 3),                                                   # 91.7 / 0
+        ("SCRUB", 5e-3, 1),                                                    # 89.1 / 4.8 (seed 1: 86.2 / 3.2)
+        ("boundary_shrink", 1e-4, 3),                                          # 89.0 / 0
+        ("finetune_our", 0.1, 2), ("negative_grad_our", 3e-4, 1), ("amnesiac_our", 0.0025, 1),
+        ("badteacher_our", 1e-3, 3), ("ssd_tuning_our", 0.005, 0.4), ("Wfisher_our", 120, 1000),
+        ("FisherForgetting_our", 1e-5, 1000, {"fisher": "mc", "fisher_samples": 2000}), ("UNSIR_our", 0.02, 0),
+        ("FT_prune_our", 0.05, 2), ("SalUn_our", 0.02, 3), ("SCRUB_our", 1e-3, 2), ("boundary_shrink_our", 1e-3, 3),
+    ],
 }
 
 # L1 weight of the sparse pretrained model an `_our` method starts from, where a dataset needs
 # another than the method's own (unlearn.methods.pretrain_l1); pretrained by run.py when missing.
-OUR_PRETRAIN_L1 = {}
+OUR_PRETRAIN_L1 = {"Digits": {"Wfisher": 5e-4}}  # 5e-5 leaves the 110k-weight SmallCNN dense (d_f 100)
 
 # Points per t-SNE in run.py's distribution stage (stratified subsample; the script's default is 5000).
 DISTRIBUTION_MAX_POINTS = {"FashionMNIST": 2000}
@@ -107,10 +126,12 @@ DISTRIBUTION_MAX_POINTS = {"FashionMNIST": 2000}
 # tests check that these (and only these) miss the target, so the list stays true.
 OFF_TARGET = {
     "Digits": {
-        "ssd_tuning": "the forget class is fit so well that its Fisher importance is ~1000x below the full "
-                      "set's: SSD selects nothing (alpha 0.1..1, lambda 0.001..1 tried)",
-        "ssd_tuning_our": "same as ssd_tuning: over-unlearning with alpha 0.005..0.1 selects nothing either",
-        "Wfisher": "no single step size does both: alpha 100 keeps d_t 96.6 with d_f 87; 150 gives d_f 26, d_t 80",
+        "Wfisher": "no single step size does both: alpha 100 keeps d_t 96.6 with d_f 87; 130 gives d_f 48 with "
+                   "d_t 92; 300 collapses the model (d_t 15)",
+    },
+    "FashionMNIST": {
+        "badteacher": "seed-dependent: (1e-4, 3, T 0.05) gives d_f 5.9 / 22.6 / 10.0 on seeds 0 / 1 / 2; at T 1 "
+                      "a larger learning rate or more epochs raise d_f (25 -> 49), T 4 gives 32-37",
     },
 }
 

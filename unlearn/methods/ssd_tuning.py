@@ -18,8 +18,9 @@ forget gradients largely cancel, and ``imp_forget / imp_full`` then reaches 5 to
 batches the ratio is at most about #samples / #forget samples (8 with 8
 classes, 15 on CIFAR-20), so alpha must stay below that to select anything.
 Conversely, when the forget class is fit perfectly (Digits: forget CE ~4e-5)
-its importance is tiny and the defaults select nothing (alpha 0.1, lambda 0.01
-forget there).
+its importance is ~1000x below the full set's: selecting needs alpha ~0.003,
+and since the factor below is clamped at 1, dampening needs lambda below that
+ratio too (Digits: alpha 0.003, lambda 0.001; lambda 0.01 changes nothing).
 Then every parameter with ``imp_forget > alpha * imp_full`` is multiplied by
 ``min(lambda * imp_full / imp_forget, 1)``.
 
