@@ -46,6 +46,7 @@ class Job:
     deps: list[str] = field(default_factory=list)
     soft_deps: bool = False
     group: str | None = None  # runs of one group may share a process (see unlearn.batch)
+    max_threads: int | None = None  # CPU threads cap (relearning steps of 15 samples: threads cost more than they give)
 
 
 def script(stage: str, dataset: str) -> str:
@@ -100,7 +101,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
                 for k, v in attack.items():
                     aflags += [f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}", str(v)]
                 jobs.append(Job(f"attack:{key}", [py, script("attack", s.dataset), *base_cmd, *aflags], adir,
-                                [adir / "results.json"], deps, group=f"attack:seed{seed}"))
+                                [adir / "results.json"], deps, group=f"attack:seed{seed}", max_threads=1))
             vis_runs.append(f"{method}:{fmt_para(p1)}:{fmt_para(p2)}")
             vis_done.append(s.stage_dir("visualization", method, p1, p2) / "results.json")
         if "distribution" in stages:  # one process per seed over all runs, like the paper's script
@@ -156,7 +157,8 @@ def _execute(unit: list[Job], slots: Queue, threads: int) -> list[tuple[str, int
     """Run one job as its own process, or several in one :mod:`unlearn.batch` process."""
     gpu = slots.get()
     try:
-        extra = ["--threads", str(threads)] if gpu is None else []
+        cap = min([j.max_threads for j in unit if j.max_threads] or [threads])
+        extra = ["--threads", str(min(threads, cap))] if gpu is None else []
         t0 = time.perf_counter()
         if len(unit) == 1:
             job = unit[0]
