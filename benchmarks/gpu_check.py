@@ -45,13 +45,14 @@ def write_fake_cifar100(root: Path, *, per_class_train: int, per_class_test: int
         pickle.dump(meta, f, protocol=2)
 
 
-def time_relearn_curve(device: str, steps: int = 75) -> float:
-    """Seconds per ResNet18 relearning curve (CIFAR-size inputs, 15-sample steps, 25 candidates)."""
+def time_relearn_curves(device: str, steps: int = 75, batch: int = 32) -> tuple[float, float]:
+    """Seconds per ResNet18 relearning curve (CIFAR-size inputs, 15-sample steps, 25 candidates):
+    one curve at a time, and ``batch`` curves vectorised together (per curve)."""
     import torch
 
     from datasets.splits import TensorSet
     from models import get_model
-    from unlearn.attack import relearn_curve
+    from unlearn.attack import relearn_curve, relearn_curves
 
     model = get_model("ResNet18", 15).to(device)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -60,15 +61,22 @@ def time_relearn_curve(device: str, steps: int = 75) -> float:
     retain = TensorSet(x, y, torch.arange(500, device=device), "retain")
     cand_x, cand_y = x[:25], torch.zeros(25, dtype=torch.long, device=device)
     kw = dict(lr=0.01, steps=steps, retain_per_step=14)
-    relearn_curve(model, state, cand_x, cand_y, retain, seed=0, **kw)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for s in range(3):
-        relearn_curve(model, state, cand_x, cand_y, retain, seed=s, **kw)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / 3
+
+    def timed(fn, reps):
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / reps
+
+    one = timed(lambda: relearn_curve(model, state, cand_x, cand_y, retain, seed=0, **kw), 3)
+    curves = [(state, cand_x, cand_y, s) for s in range(batch)]
+    many = timed(lambda: relearn_curves(model, curves, retain, **kw), 1) / batch
+    return one, many
 
 
 def main():
@@ -81,6 +89,7 @@ def main():
     p.add_argument("--jobs", type=int, default=None)
     p.add_argument("--net", default="ResNet18")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--stages", nargs="+", default=["pretrain", "forget", "attack", "distribution"])
     args = p.parse_args()
     import torch
 
@@ -93,11 +102,13 @@ def main():
     write_fake_cifar100(out / "data", per_class_train=args.per_class, per_class_test=max(args.per_class // 5, 2))
     print(f"fake CIFAR-100 written ({time.perf_counter() - t0:.1f}s)", flush=True)
     if not args.skip_timing:
-        print(f"ResNet18 relearning curve, 75 steps: {time_relearn_curve(device):.3f}s", flush=True)
+        one, many = time_relearn_curves(device)
+        print(f"ResNet18 relearning curve, 75 steps: {one:.3f}s one at a time, {many:.3f}s each when 32 are "
+              f"vectorised ({one / many:.1f}x)", flush=True)
     methods = [(m, None, None) for m in args.methods]
     defaults = dict(net=args.net, dataset="Cifar20", classes=None, forget_class=None, seeds=[0], weight_path=None,
                     methods=methods, attack=dict(trials=args.trials, num_ood_dataset=2, steps=40),
-                    stages=["pretrain", "forget", "attack", "distribution"], python_file=None, jobs=args.jobs)
+                    stages=args.stages, python_file=None, jobs=args.jobs)
     t0 = time.perf_counter()
     rc = launch(["--data-root", str(out / "data"), "--log-root", str(out / "log_files"), "--no-progress",
                  "--pretrain-epochs", str(args.pretrain_epochs)], defaults)

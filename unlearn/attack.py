@@ -19,6 +19,7 @@ Two games, each scored by ROC over ``trials`` curves per set type:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,22 @@ class AttackConfig:
     trials: int = 20
     steps: int = 75
     threshold: float = 0.9
+    curve_batch: int = 0  # curves relearned together (relearn_curves); 0: 32 on a GPU, 1 on a CPU
+
+
+def _step_plan(cand_x, cand_y, retain, *, steps: int, retain_per_step: int, seed: int):
+    """The training batches of one curve: inputs (steps, 1 + retain_per_step, ...) and their labels.
+
+    Each step holds one candidate (the candidates in shuffled rounds) and random retain samples.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(cand_x)
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range((steps + n - 1) // n)])[:steps]
+    ridx = retain.idx[torch.randint(len(retain), (steps, retain_per_step), generator=g).to(retain.idx.device)]
+    order = order.to(cand_x.device)
+    xs = torch.cat([cand_x[order].unsqueeze(1), retain.x_all[ridx]], 1)
+    ys = torch.cat([cand_y[order].unsqueeze(1), retain.y_all[ridx]], 1)
+    return xs, ys
 
 
 def relearn_curve(model: torch.nn.Module, state: dict, cand_x: torch.Tensor, cand_y: torch.Tensor, retain,
@@ -57,13 +74,7 @@ def relearn_curve(model: torch.nn.Module, state: dict, cand_x: torch.Tensor, can
     """
     model.load_state_dict(state)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    g = torch.Generator().manual_seed(seed)
-    n = len(cand_x)
-    order = torch.cat([torch.randperm(n, generator=g) for _ in range((steps + n - 1) // n)])[:steps]
-    ridx = retain.idx[torch.randint(len(retain), (steps, retain_per_step), generator=g).to(retain.idx.device)]
-    order = order.to(cand_x.device)
-    xs = torch.cat([cand_x[order].unsqueeze(1), retain.x_all[ridx]], 1)  # (steps, 1 + retain_per_step, ...)
-    ys = torch.cat([cand_y[order].unsqueeze(1), retain.y_all[ridx]], 1)
+    xs, ys = _step_plan(cand_x, cand_y, retain, steps=steps, retain_per_step=retain_per_step, seed=seed)
     acc = torch.empty(steps, device=cand_x.device)
     loss = torch.empty(steps, device=cand_x.device)
     for s in range(steps):  # metrics stay on the device: no host sync per step
@@ -94,15 +105,90 @@ def find_retrain_run(setting: Setting) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _curves(model, state, sets, data, cfg: AttackConfig, lr: float, *, seed: int, progress: bool, desc: str):
-    """Curves for a list of (x, y) candidate sets; returns arrays (T, steps) of accuracy and loss."""
+def relearn_curves(model: torch.nn.Module, curves: list[tuple], retain, *, lr: float, steps: int,
+                   retain_per_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Several relearning curves trained together: arrays (len(curves), steps) of accuracy and loss.
+
+    ``curves`` holds ``(state, cand_x, cand_y, seed)`` with candidate sets of one size. Each
+    curve is exactly :func:`relearn_curve` (same batches, SGD with momentum 0.9 written out:
+    ``buf = 0.9 buf + g; w -= lr buf``), but the model copies are stacked and run as one
+    batched call (``torch.func.vmap`` over ``functional_call``; BatchNorm running statistics
+    are per copy). On a GPU this replaces hundreds of tiny kernel launches per step by one
+    batch of them; on a CPU it is no faster, so the attack uses it on GPUs only.
+    """
+    from torch.func import functional_call, vmap
+
+    k = len(curves)
+    pnames = [n for n, _ in model.named_parameters()]
+    bnames = [n for n, _ in model.named_buffers()]
+    params = {n: torch.stack([c[0][n] for c in curves]).requires_grad_(True) for n in pnames}
+    buffers = {n: torch.stack([c[0][n] for c in curves]).clone() for n in bnames}
+    plans = [_step_plan(x, y, retain, steps=steps, retain_per_step=retain_per_step, seed=sd) for _, x, y, sd in curves]
+    xs, ys = torch.stack([p[0] for p in plans], 1), torch.stack([p[1] for p in plans], 1)  # (steps, k, b, ...)
+    cand_x, cand_y = torch.stack([c[1] for c in curves]), torch.stack([c[2] for c in curves])
+    fwd = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), randomness="different")
+    momentum = {n: torch.zeros_like(v) for n, v in params.items()}
+    acc = torch.empty(steps, k, device=cand_x.device)
+    loss = torch.empty(steps, k, device=cand_x.device)
+
+    def per_curve_ce(logits, y):
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+
+    was = model.training
+    try:
+        for s in range(steps):
+            model.train()
+            total = per_curve_ce(fwd(params, buffers, xs[s]), ys[s]).sum()  # curves are independent
+            grads = torch.autograd.grad(total, list(params.values()))
+            with torch.no_grad():
+                for (n, w), g in zip(params.items(), grads):
+                    momentum[n].mul_(0.9).add_(g)
+                    w.sub_(lr * momentum[n])
+                model.eval()
+                logits = fwd(params, buffers, cand_x)
+                acc[s] = (logits.argmax(-1) == cand_y).float().mean(1)
+                loss[s] = per_curve_ce(logits, cand_y)
+    finally:
+        model.train(was)
+    return acc.T.double().cpu().numpy(), loss.T.double().cpu().numpy()
+
+
+def _curves(model, groups: list[tuple], retain, cfg: AttackConfig, lr: float, *, batch: int, progress: bool,
+            desc: str) -> dict:
+    """Curves of every group ``(name, state, sets, seed)``: {name: (acc (T, steps), loss (T, steps))}.
+
+    Curve ``t`` of a group uses seed ``seed + t``. With ``batch`` > 1 they run ``batch`` at a
+    time through :func:`relearn_curves` (falling back to one at a time if the model does not
+    vectorise); results are the same either way up to floating-point rounding.
+    """
+    flat = [(name, (state, x, y, seed + t)) for name, state, sets, seed in groups for t, (x, y) in enumerate(sets)]
+    kw = dict(lr=lr, steps=cfg.steps, retain_per_step=cfg.retain_per_step)
     accs, losses = [], []
-    for t, (x, y) in enumerate(tqdm(sets, desc=desc, leave=False, disable=not progress)):
-        a, l = relearn_curve(model, state, x, y, data.retain_train, lr=lr, steps=cfg.steps,
-                             retain_per_step=cfg.retain_per_step, seed=seed + t)
-        accs.append(a)
-        losses.append(l)
-    return np.stack(accs), np.stack(losses)
+    with tqdm(total=len(flat), desc=desc, leave=False, disable=not progress) as bar:
+        i = 0
+        while i < len(flat):
+            chunk = [c for _, c in flat[i : i + max(batch, 1)]]
+            if batch > 1:
+                try:
+                    a, l = relearn_curves(model, chunk, retain, **kw)
+                except (RuntimeError, NotImplementedError) as e:
+                    warnings.warn(f"batched relearning failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                                  "relearning one curve at a time")
+                    batch = 1
+                    continue
+            else:
+                a, l = (np.stack(v) for v in zip(*[relearn_curve(model, st, x, y, retain, seed=sd, **kw)
+                                                   for st, x, y, sd in chunk]))
+            accs += list(a)
+            losses += list(l)
+            i += len(chunk)
+            bar.update(len(chunk))
+    out = {}
+    for (name, _), a, l in zip(flat, accs, losses):
+        out.setdefault(name, ([], []))
+        out[name][0].append(a)
+        out[name][1].append(l)
+    return {k: (np.stack(a), np.stack(l)) for k, (a, l) in out.items()}
 
 
 def _candidate_sets(pool, n: int, trials: int, label: int, g: torch.Generator):
@@ -152,27 +238,24 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
     ood_sets = {c: _candidate_sets(data.ood_class_set(c), n, cfg.trials, label, gen) for c in ood}
     ref_sets = _candidate_sets(forget_pool, n, cfg.trials, label, gen) if retrain_state is not None else None
 
+    batch = cfg.curve_batch if cfg.curve_batch > 0 else (32 if device.type == "cuda" else 1)
     per_lr, t0, n_curves = {}, time.perf_counter(), 0
     for lr in cfg.relearning_lr:
         tag = f"lr{fmt_para(lr)}"
         base = 1000 * setting.seed
-        acc_m, loss_m = _curves(model, state, member_sets, data, cfg, lr, seed=base, progress=progress,
-                                desc=f"{tag} members")
-        groups, logs = {"forget (members)": acc_m}, {"member": (acc_m, loss_m)}
-        nonmember_scores = []
-        for j, c in enumerate(ood):
-            a, l = _curves(model, state, ood_sets[c], data, cfg, lr, seed=base + 100 * (j + 1), progress=progress,
-                           desc=f"{tag} ood{c}")
-            groups[f"OOD class {c} (non-members)"] = a
-            logs[f"ood{c}"] = (a, l)
-            nonmember_scores += [S.membership_score(x, threshold=cfg.threshold) for x in a]
+        sets = [("member", state, member_sets, base),
+                *[(f"ood{c}", state, ood_sets[c], base + 100 * (j + 1)) for j, c in enumerate(ood)]]
+        if retrain_state is not None:
+            sets.append(("retrain_ref", retrain_state, ref_sets, base + 50))
+        logs = _curves(model, sets, data.retain_train, cfg, lr, batch=batch, progress=progress, desc=f"{tag} curves")
+        acc_m = logs["member"][0]
+        groups = {"forget (members)": acc_m, **{f"OOD class {c} (non-members)": logs[f"ood{c}"][0] for c in ood}}
         member_scores = [S.membership_score(x, threshold=cfg.threshold) for x in acc_m]
+        nonmember_scores = [S.membership_score(x, threshold=cfg.threshold) for c in ood for x in logs[f"ood{c}"][0]]
         games = {"ood": S.roc_summary(member_scores, nonmember_scores)}
         if retrain_state is not None:
-            a, l = _curves(model, retrain_state, ref_sets, data, cfg, lr, seed=base + 50, progress=progress,
-                           desc=f"{tag} retrained")
+            a = logs["retrain_ref"][0]
             groups["forget, retrained model (non-members)"] = a
-            logs["retrain_ref"] = (a, l)
             games["retrain"] = S.roc_summary(member_scores, [S.membership_score(x, threshold=cfg.threshold)
                                                              for x in a])
         n_curves += sum(len(v[0]) for v in logs.values())
@@ -188,7 +271,7 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
                "retrain_model": str(retrain_path) if retrain_path else None,
                "retrain_game": "ok" if retrain_path else "skipped: no finished retrain run of this setting",
                "candidates_per_set": n, "config": {**setting.as_dict(), **asdict(cfg), "device": str(device)},
-               "per_lr": per_lr, "seconds": seconds, "curves": n_curves,
+               "per_lr": per_lr, "seconds": seconds, "curves": n_curves, "curves_per_batch": batch,
                "seconds_per_curve": seconds / max(n_curves, 1), "environment": environment()}
     atomic_write_json(out / "results.json", results)
     return results
@@ -206,6 +289,8 @@ def parser(dataset_default: str):
     p.add_argument("--trials", type=int, default=None, help="curves per set type")
     p.add_argument("--steps", type=int, default=None, help="step cap of each curve")
     p.add_argument("--retain_per_step", type=int, default=None, help="retain samples per step")
+    p.add_argument("--curve_batch", type=int, default=None,
+                   help="curves relearned together as one vectorised model (default: 32 on a GPU, 1 on a CPU)")
     return p
 
 
@@ -217,7 +302,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
     setting = Setting.from_args(args)
     para1, para2 = resolve_paras(args.method, args.para1, args.para2)
     defaults = config.ATTACK[setting.dataset]
-    given = {k: getattr(args, k) for k in defaults if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in AttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     cfg = AttackConfig(**{**defaults, **given})
     if cfg.trials < 2 or cfg.steps < 1:
         raise UsageError("--trials must be at least 2 and --steps at least 1")
