@@ -107,3 +107,21 @@ def test_killed_run_is_redone(tmp_path):
     for r in results:
         assert json.loads(r.read_text())["status"] == "ok"
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
+    cmd = [sys.executable, "run.py", "--dry-run", "--log-root", str(tmp_path / "logs"), "--methods", "baseline",
+           "retrain"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    for script in ("pretrain_model_cifar20.py", "forget_full_class_main_cifar20.py",
+                   "mia_on_mu_main_cifar20_fullclass.py", "run-distribution-metric.py"):
+        assert any(script in line for line in lines), script
+    assert not (tmp_path / "logs").exists()
+    # a reader that stops early (run.py --dry-run | head -1) ends it quietly; 20 seeds overflow the pipe
+    cmd = [*cmd[:5], "--seeds", *map(str, range(20))]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    p.stdout.readline()
+    p.stdout.close()
+    assert p.wait() == 0 and "Traceback" not in p.stderr.read()

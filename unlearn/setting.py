@@ -105,9 +105,17 @@ class Setting:
 
 
 def run_cli(main):
-    """Run a stage's ``main``; bad input becomes one line on stderr and exit code 2."""
+    """Run a stage's ``main``; bad input becomes one line on stderr and exit code 2.
+
+    Output piped into a command that stops reading (``run.py --dry-run | head``) ends quietly.
+    """
     try:
         return main()
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
