@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import attack_stats as S
-from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results
+from .checkpoint import atomic_write_json, atomic_write_text
 from .engine import resolve_device, seed_everything
 from .errors import UsageError
+from .forget import finished_retrain_runs
 from .runinfo import environment
 from .setting import Setting, fmt_para
 
@@ -97,12 +98,7 @@ def unlearned_model_path(setting: Setting, method: str, para1, para2) -> Path:
 
 def find_retrain_run(setting: Setting) -> Path | None:
     """The newest finished ``retrain`` model of the same setting and seed, if any."""
-    found = []
-    for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
-        r = read_ok_results(res)
-        if r and r.get("config", {}).get("seed") == setting.seed and (res.parent / "model.pth").is_file():
-            found.append((res.stat().st_mtime, res.parent / "model.pth"))
-    return max(found)[1] if found else None
+    return next((f / "model.pth" for f, _ in finished_retrain_runs(setting) if (f / "model.pth").is_file()), None)
 
 
 def relearn_curves(model: torch.nn.Module, curves: list[tuple], retain, *, lr: float, steps: int,

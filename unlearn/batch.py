@@ -30,6 +30,15 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 
 
+def save_run_log(folder, cmd: list[str], stdout: str, stderr: str):
+    """A run's ``command.txt``, ``stdout.txt`` and ``stderr.txt``, however it was run."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "command.txt", shlex.join(cmd) + "\n")
+    atomic_write_text(folder / "stdout.txt", stdout)
+    atomic_write_text(folder / "stderr.txt", stderr)
+
+
 def run_one(script: str, argv: list[str], folder) -> int:
     """Run ``script`` with ``argv`` in this process; save command, stdout and stderr in ``folder``."""
     out, err = io.StringIO(), io.StringIO()
@@ -46,11 +55,7 @@ def run_one(script: str, argv: list[str], folder) -> int:
                 rc = 1
     finally:
         sys.argv = saved_argv
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "command.txt", shlex.join([sys.executable, script, *argv]) + "\n")
-    atomic_write_text(folder / "stdout.txt", out.getvalue())
-    atomic_write_text(folder / "stderr.txt", err.getvalue())
+    save_run_log(folder, [sys.executable, script, *argv], out.getvalue(), err.getvalue())
     gc.collect()
     return rc
 

@@ -30,8 +30,6 @@ TSV_COLUMNS = ["d_t", "d_f", "d_r", "mia", "time"]
 
 def methods_epilog() -> str:
     """What para1/para2 mean for each method, and their defaults, for ``--help``."""
-    from .methods import get_method
-
     lines = ["methods (para1 / para2, defaults; _our: over-unlearning defaults):"]
     for name in list_methods(include_our=False):
         spec, _ = get_method(name)
@@ -75,14 +73,20 @@ def parse_options(pairs) -> dict:
     return out
 
 
-def retrain_seconds(setting: Setting) -> float | None:
-    """Seconds of a finished ``retrain`` run of the same setting and seed, if any."""
-    best = None
-    for res in sorted(setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json")):
+def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
+    """(run folder, results) of every ``retrain`` run of this setting and seed that finished ok, newest first."""
+    runs = []
+    for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
         r = read_ok_results(res)
         if r and r.get("config", {}).get("seed") == setting.seed:
-            best = r["time"]
-    return best
+            runs.append((res.stat().st_mtime, res.parent, r))
+    return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]
+
+
+def retrain_seconds(setting: Setting) -> float | None:
+    """Seconds of the newest finished ``retrain`` run of the same setting and seed, if any."""
+    runs = finished_retrain_runs(setting)
+    return runs[0][1]["time"] if runs else None
 
 
 def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight_path=None, batch_size=None,

@@ -22,7 +22,8 @@ from pathlib import Path
 from queue import Queue
 
 import config
-from .checkpoint import atomic_write_text, read_ok_results
+from .batch import save_run_log
+from .checkpoint import read_ok_results
 from .setting import Setting, fmt_para
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,10 +165,7 @@ def _execute(unit: list[Job], slots: Queue, threads: int) -> list[tuple[str, int
             job = unit[0]
             cmd = [*job.cmd, *extra]
             p = subprocess.run(cmd, cwd=ROOT, env=_env(gpu), capture_output=True, text=True)
-            job.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(job.folder / "command.txt", shlex.join(cmd) + "\n")
-            atomic_write_text(job.folder / "stdout.txt", p.stdout)
-            atomic_write_text(job.folder / "stderr.txt", p.stderr)
+            save_run_log(job.folder, cmd, p.stdout, p.stderr)
             return [(job.name, p.returncode, f"{_last_line(p.stderr, p.stdout)} ({time.perf_counter() - t0:.1f}s)")]
         runs = [{"script": j.cmd[1], "argv": [*j.cmd[2:], *extra], "folder": str(j.folder)} for j in unit]
         p = subprocess.run([sys.executable, "-m", "unlearn.batch"], input=json.dumps(runs), cwd=ROOT, env=_env(gpu),
