@@ -12,7 +12,8 @@ executes its script exactly as ``python script argv...`` would (``runpy``, same
 ``sys.argv``, same exit codes); its stdout and stderr are captured and saved in
 its folder with the equivalent stand-alone command, as for separate processes.
 A failing run (bad input, exception, non-zero exit) is recorded and the next
-one goes on. Exit code: 0 when every run exited 0, else 1.
+one goes on. The last line of stdout is ``{"rcs": [...]}``, each run's exit code,
+which is how ``run.py`` judges them. Exit code: 0 when every run exited 0, else 1.
 """
 from __future__ import annotations
 
@@ -62,14 +63,15 @@ def run_one(script: str, argv: list[str], folder) -> int:
 
 def main() -> int:
     runs = json.load(sys.stdin)
-    failed = 0
+    rcs = []
     for r in runs:
         t0 = time.perf_counter()
         rc = run_one(r["script"], r["argv"], r["folder"])
-        failed += rc != 0
+        rcs.append(rc)
         print(f"{'ok' if rc == 0 else f'exit {rc}'} ({time.perf_counter() - t0:.1f}s): "
               f"{Path(r['script']).name} {shlex.join(r['argv'])}", flush=True)
-    return 1 if failed else 0
+    print(json.dumps({"rcs": rcs}), flush=True)
+    return 1 if any(rcs) else 0
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ import numpy as np
 import config
 from . import distribution as D
 from .checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
-from .cli import base_parser, device_arg
+from .cli import base_parser, device_arg, finite_float, nonneg_int, positive_int
 from .engine import predict, resolve_device, seed_everything
 from .errors import UsageError
+from .identity import is_fresh, run_identity
 from .runinfo import environment
 from .setting import Setting, fmt_para
 
@@ -29,25 +30,30 @@ def parser(dataset_default: str = "Cifar20"):
     p.add_argument("--forget_class", "--forget-class", type=int, default=None)
     p.add_argument("--runs", nargs="+", default=None, metavar="METHOD:PARA1:PARA2",
                    help="unlearned runs to analyse (default: the dataset's method list in config.py)")
+    p.add_argument("--run_dirs", "--run-dirs", nargs="+", default=None, metavar="FOLDER",
+                   help="unlearning run folders by name (e.g. finetune-0.1-20-1a2b3c4d), as run.py passes them")
     p.add_argument("-method", "--method", default=None, help="a single run (with --para1 --para2)")
-    p.add_argument("--para1", type=float, default=None)
-    p.add_argument("--para2", type=float, default=None)
+    p.add_argument("--para1", type=finite_float, default=None)
+    p.add_argument("--para2", type=finite_float, default=None)
     p.add_argument("--features", choices=["logits", "penultimate"], default="logits")
-    p.add_argument("--max-points", "--max_points", dest="max_points", type=int, default=5000)
-    p.add_argument("--tsne-seed", type=int, default=42)
-    p.add_argument("--skip-done", action="store_true", help="skip runs whose results.json says ok")
+    p.add_argument("--max-points", "--max_points", dest="max_points", type=positive_int, default=5000)
+    p.add_argument("--tsne-seed", type=nonneg_int, default=42)
+    p.add_argument("--skip-done", action="store_true",
+                   help="skip runs whose results are fresh (same model file and settings)")
     p.add_argument("--skip-missing", action="store_true",
                    help="analyse the runs whose model exists, report the others and exit 1")
     return p
 
 
-def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
-    """(method, para1, para2) as folder-name strings."""
+def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
+    """Run folder names under ``unlearning/`` and ``visualization/``."""
     from .methods import get_method, resolve_paras
 
+    if args.run_dirs:
+        return list(args.run_dirs)
     if args.method:
         p1, p2 = resolve_paras(args.method, args.para1, args.para2)
-        return [(args.method, fmt_para(p1), fmt_para(p2))]
+        return [setting.run_name(args.method, p1, p2)]
     if args.runs:
         out = []
         for r in args.runs:
@@ -55,22 +61,31 @@ def parse_runs(args, dataset: str) -> list[tuple[str, str, str]]:
             if len(parts) != 3:
                 raise UsageError(f"--runs {r!r} is not METHOD:PARA1:PARA2 (e.g. negative_grad:0.01:2)")
             get_method(parts[0])
-            out.append(tuple(parts))
+            out.append(setting.run_name(parts[0], *parts[1:]))
         return out
-    return [(m, fmt_para(a), fmt_para(b)) for m, a, b, *_ in config.MU_METHOD_LIST[dataset]]
+    from .forget import forget_extras
+
+    return [setting.run_name(m, a, b, forget_extras(options=o[0] if o else None))
+            for m, a, b, *o in config.MU_METHOD_LIST[setting.dataset]]
+
+
+def run_dir(setting: Setting, stage: str, name: str):
+    return setting.stage_dir(stage, "x", 0, 0).parent / name
 
 
 def missing_model_message(setting: Setting, run, path) -> str:
-    m, a, b = run
-    return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
-            f"{setting.dataset} -net {setting.net} -method {m} --para1 {a} --para2 {b}"
-            + (f" -seed {setting.seed}" if setting.seed else ""))
+    return (f"no unlearned model at {path}; run the forget stage for {run} first (python forget_full_class_main_"
+            f"cifar20.py --dataset {setting.dataset} -net {setting.net} -method ...)")
 
 
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,
             device="auto") -> list[dict]:
-    """Compute, plot and write the metrics of every run; returns their results."""
-    paths = [(r, setting.stage_dir("unlearning", *r) / "model.pth") for r in runs]
+    """Compute, plot and write the metrics of every run; returns their results.
+
+    Each run's results.json records the model file it analysed (its identity), so
+    ``--skip-done`` reuses it only while that model is unchanged.
+    """
+    paths = [(r, run_dir(setting, "unlearning", r) / "model.pth") for r in runs]
     for r, p in paths:  # every model must exist before anything is computed or written
         if not p.is_file():
             raise UsageError(missing_model_message(setting, r, p))
@@ -87,13 +102,16 @@ def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int
     names = {i: (data.raw.class_names[c] if c < len(data.raw.class_names) else str(c))
              for c, i in setting.split.class_map.items()}
     out_all = []
-    for (m, a, b), p in paths:
-        model, _ = setting.load_model(p, device, fix="rerun the forget stage")
+    for name, p in paths:
+        out = run_dir(setting, "visualization", name)
+        (out / "results.json").unlink(missing_ok=True)
+        model, ckpt = setting.load_model(p, device, fix="rerun the forget stage")
+        cfg = ckpt.get("config", {})
+        m, a, b = cfg.get("method", name), fmt_para(cfg.get("para1")), fmt_para(cfg.get("para2"))
         t0 = time.perf_counter()
         feats = predict(model, x, features=features == "penultimate").cpu().numpy().astype(np.float64)
         pts = D.tsne_2d(feats, seed=tsne_seed)
         metrics = {"tsne": D.distribution_metrics(pts, y, cls), "features": D.distribution_metrics(feats, y, cls)}
-        out = setting.stage_dir("visualization", m, a, b)
         title = f"{m} ({a}, {b}), {setting.tag}"
         D.plot_tsne(out / "tsne", pts, y, cls, class_names=names, title=title)
         D.plot_overlap(out / "kde_overlap", D.kde_overlap(pts, y, cls), title=title)
@@ -103,7 +121,8 @@ def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int
         res = {"status": "ok", "method": m, "para1": a, "para2": b, "forget_index": cls, "features": features,
                "points": int(len(y)), "metrics": metrics, "seconds": time.perf_counter() - t0,
                "config": {**setting.as_dict(), "max_points": max_points, "tsne_seed": tsne_seed},
-               "environment": environment()}
+               "environment": environment(), "identity": run_identity(
+                   [name, features, str(max_points), str(tsne_seed)], dataset=setting.dataset, inputs=[p])}
         atomic_write_json(out / "results.json", res)
         t = metrics["tsne"]
         print(f"{m} ({a}, {b}): variance {t['intra_class_variance']:.2f} silhouette {t['silhouette']:.3f} "
@@ -121,16 +140,18 @@ def torch_index(idx, device):
 def main(argv=None):
     args = parser().parse_args(argv)
     setting = Setting.from_args(args)
-    runs = parse_runs(args, setting.dataset)
+    runs = parse_runs(args, setting)
     if args.skip_done:
-        runs = [r for r in runs if not read_ok_results(setting.stage_dir("visualization", *r) / "results.json")]
+        argv = lambda r: [r, args.features, str(args.max_points), str(args.tsne_seed)]  # noqa: E731
+        runs = [r for r in runs if not is_fresh(read_ok_results(run_dir(setting, "visualization", r) / "results.json"),
+                                                argv=argv(r), dataset=setting.dataset)]
     missing = []
     if args.skip_missing:
         for r in runs:
-            p = setting.stage_dir("unlearning", *r) / "model.pth"
+            p = run_dir(setting, "unlearning", r) / "model.pth"
             if not p.is_file():
                 missing.append(missing_model_message(setting, r, p))
-        runs = [r for r in runs if (setting.stage_dir("unlearning", *r) / "model.pth").is_file()]
+        runs = [r for r in runs if (run_dir(setting, "unlearning", r) / "model.pth").is_file()]
     analyse(setting, runs, features=args.features, max_points=args.max_points, tsne_seed=args.tsne_seed,
             device=device_arg(args))
     for line in missing:

@@ -19,6 +19,7 @@ from datasets.splits import ClassSplit, SplitData, make_split_data
 from models import canonical_model_name, get_model
 from .checkpoint import load_checkpoint, load_into
 from .errors import UsageError
+from .identity import settings_suffix
 
 
 def fmt_para(v) -> str:
@@ -54,9 +55,11 @@ class Setting:
             raise UsageError(f"-classes {classes} does not match {dataset}, which has {cfg['classes']} classes; "
                              f"pass -classes {cfg['classes']}")
         forget = getattr(args, "forget_class", None)
+        ood = getattr(args, "ood_classes", None)
         s = cls(net=net, dataset=dataset, classes=classes,
                 forget_class=cfg["forget_class"] if forget is None else forget,
-                ood_classes=list(cfg["ood_classes"]), data_root=args.data_root or config.DATA_ROOT,
+                ood_classes=sorted(set(cfg["ood_classes"] if ood is None else ood)),
+                data_root=args.data_root or config.DATA_ROOT,
                 log_root=getattr(args, "log_root", None) or config.LOG_ROOT, seed=args.seed)
         s.split  # validates forget class / OOD now, before anything is loaded or written
         return s
@@ -73,14 +76,30 @@ class Setting:
     def tag(self) -> str:
         return f"{self.net}-{self.dataset}-{self.classes}"
 
+    def class_extras(self, *, with_forget: bool = True) -> dict:
+        """The class split where it differs from config.py (part of every run's identity and folder name)."""
+        cfg = config.DATASETS[self.dataset]
+        out = {}
+        if sorted(self.ood_classes) != sorted(cfg["ood_classes"]):
+            out["ood_classes"] = sorted(self.ood_classes)
+        if with_forget and self.forget_class != cfg["forget_class"]:
+            out["forget_class"] = self.forget_class
+        return out
+
     def pretrain_dir(self, l1: float = 0.0) -> Path:
         suffix = f"-l1_{fmt_para(l1)}" if l1 else ""
+        suffix += settings_suffix(self.class_extras(with_forget=False))
         return Path(self.log_root) / "model" / "pretrain" / f"{self.tag}{suffix}"
 
-    def stage_dir(self, stage: str, method: str, para1, para2) -> Path:
+    def run_name(self, method: str, para1, para2, extras: dict | None = None) -> str:
+        """``{method}-{para1}-{para2}[-seed{s}][-{hash}]``: the hash only for non-default settings."""
         seed = f"-seed{self.seed}" if self.seed else ""
+        suffix = settings_suffix({**self.class_extras(), **(extras or {})})
+        return f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}{suffix}"
+
+    def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
         return (Path(self.log_root) / "forget_full_class_main" / self.tag / stage
-                / f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}")
+                / self.run_name(method, para1, para2, extras))
 
     def load_data(self, device) -> SplitData:
         return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
@@ -92,6 +111,8 @@ class Setting:
 
     def pretrain_command(self, l1: float = 0.0) -> str:
         extra = f" --l1 {l1}" if l1 else ""
+        ood = self.class_extras(with_forget=False).get("ood_classes")
+        extra += f" --ood_classes {' '.join(map(str, ood))}" if ood else ""
         return (f"python pretrain_model_cifar20.py --dataset {self.dataset} -net {self.net} "
                 f"-classes {self.classes}{extra}")
 

@@ -1,0 +1,129 @@
+"""What identifies a run: its settings, its input files and the code, hashed.
+
+A finished run is reused only when everything that determines its result is
+unchanged. Each stage records in ``results.json`` an ``identity``:
+
+* ``argv``: the stand-alone command's arguments, normalised (flags that cannot
+  change a result, such as ``--threads``, ``--no-progress`` or the output
+  folder, are dropped);
+* ``config``: a hash of the dataset's sections of ``config.py`` that stages read
+  defaults from (pretraining recipe, attack defaults), so editing them invalidates;
+* ``inputs``: a fingerprint (size, mtime, sha256) of every file the run read
+  (pretrained checkpoint, SalUn mask, unlearned model, retrained references);
+* ``code``: :data:`CODE_VERSION`, bumped when a change alters results.
+
+:func:`is_fresh` is what ``run.py`` asks before it skips a run. Folder names stay
+readable (the paper's ``{method}-{para1}-{para2}``); :func:`settings_suffix`
+adds a short hash only when non-default settings are present, so runs with
+other options, replay settings, forget class or attack settings never share a
+folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import config
+
+CODE_VERSION = 2
+# Flags that never change a result: taking (True) or not taking (False) a value.
+_VOLATILE = {"--threads": True, "--no-progress": False, "--log-root": True, "--log_root": True,
+             "--data-root": True, "--data_root": True, "--skip-done": False, "--skip-missing": False,
+             "--device": True, "-gpu": False, "--gpu": False}
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Script name (without folder) and arguments, volatile flags dropped."""
+    out, it = [], iter(argv)
+    for a in it:
+        key = a.split("=", 1)[0]
+        if key in _VOLATILE:
+            if _VOLATILE[key] and "=" not in a:
+                next(it, None)
+            continue
+        out.append(Path(a).name if a.endswith(".py") else a)
+    return out
+
+
+def config_fingerprint(dataset: str) -> str:
+    """Hash of the config.py entries of ``dataset`` whose values stages use as defaults."""
+    parts = {name: getattr(config, name).get(dataset) if isinstance(getattr(config, name, None), dict)
+             and dataset in getattr(config, name) else None for name in ("DATASETS", "ATTACK")}
+    parts["PRETRAIN_DEFAULTS"] = getattr(config, "PRETRAIN_DEFAULTS", None)
+    return _sha(parts)[:16]
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path) -> dict:
+    p = Path(path)
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(p)}
+
+
+def unchanged(fp: dict) -> bool:
+    """Whether a fingerprinted file still has the same contents (size and mtime first, then sha256)."""
+    p = Path(fp["path"])
+    try:
+        st = p.stat()
+    except OSError:
+        return False
+    if st.st_size != fp["size"]:
+        return False
+    if st.st_mtime_ns == fp["mtime_ns"]:
+        return True
+    return file_sha256(p) == fp["sha256"]
+
+
+def run_identity(argv: list[str], *, dataset: str, inputs=()) -> dict:
+    """The identity a stage records in its results.json."""
+    ident = {"argv": normalise_argv(list(argv)), "config": config_fingerprint(dataset), "code": CODE_VERSION,
+             "inputs": [fingerprint(p) for p in inputs if p is not None]}
+    ident["hash"] = _sha([ident["argv"], ident["config"], ident["code"], [i["sha256"] for i in ident["inputs"]]])[:16]
+    return ident
+
+
+def is_fresh(results: dict | None, *, argv: list[str] | None = None, dataset: str | None = None) -> bool:
+    """Whether finished ``results`` may be reused for a run of ``argv``.
+
+    Requires status ``ok``, a recorded identity of this code version, the same
+    normalised arguments and config.py entries (when given) and unchanged input files.
+    """
+    if not results or results.get("status") != "ok":
+        return False
+    ident = results.get("identity")
+    if not isinstance(ident, dict) or ident.get("code") != CODE_VERSION:
+        return False
+    if argv is not None and ident.get("argv") != normalise_argv(list(argv)):
+        return False
+    if dataset is not None and ident.get("config") != config_fingerprint(dataset):
+        return False
+    try:
+        return all(unchanged(fp) for fp in ident.get("inputs", []))
+    except (KeyError, TypeError):
+        return False
+
+
+def settings_suffix(extras: dict) -> str:
+    """``""`` for default settings, else ``-`` and 8 hex digits of the non-default ones."""
+    extras = {k: v for k, v in extras.items() if v not in (None, {}, [])}
+    return f"-{_sha(extras)[:8]}" if extras else ""
+
+
+def attack_extras(dataset: str, given: dict) -> dict:
+    """Attack settings given explicitly that differ from ``config.ATTACK[dataset]`` (for the folder name)."""
+    defaults = config.ATTACK.get(dataset, {})
+    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples and lists compare equal)
+    diff = {k: v for k, v in given.items() if v is not None and (k not in defaults or norm(v) != norm(defaults[k]))}
+    return {"attack": diff} if diff else {}
