@@ -47,19 +47,27 @@ DATASETS = {
 
 # Reminiscence Attack defaults: candidate set = unlearn_data_percent of the forget
 # class's training data; non-members from num_ood_dataset OOD classes; each step
-# = 1 candidate + retain_per_step retain samples; curves capped at steps.
+# Reference population of the Reminiscence Attack: retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1
+# (R = ATTACK[dataset]["retrain_refs"]), far from the experiment seeds so they never coincide.
+REFERENCE_SEED_BASE = 1000
+
+# = 1 candidate + retain_per_step retain samples; curves capped at steps; each candidate is
+# used at most once per curve when there are at least `steps` of them (the paper's code);
+# retrain_refs retrained reference models calibrate every verdict.
 ATTACK = {
     "Cifar20": dict(unlearn_data_percent=3.0, num_ood_dataset=5, retain_per_step=14, relearning_lr=[0.004, 0.008],
-                    trials=20, steps=75),
+                    trials=20, steps=75, retrain_refs=3),
     "Cifar100": dict(unlearn_data_percent=20.0, num_ood_dataset=5, retain_per_step=4, relearning_lr=[0.004, 0.008],
-                     trials=20, steps=75),
+                     trials=20, steps=75, retrain_refs=3),
     "Imagenet64": dict(unlearn_data_percent=20.0, num_ood_dataset=5, retain_per_step=4, relearning_lr=[0.004, 0.008],
-                       trials=20, steps=75),
-    # Digits has ~125 training images per class: 10% gives 12 candidates.
-    "Digits": dict(unlearn_data_percent=10.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
-                   trials=12, steps=60),
-    "FashionMNIST": dict(unlearn_data_percent=0.5, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
-                         trials=12, steps=75),
+                       trials=20, steps=75, retrain_refs=3),
+    # Digits has 127 training images of the forget class: 16% gives 20 candidates, each used once in
+    # 20 steps; lr 0.05 lets retrained models reach about a quarter of them within the cap.
+    "Digits": dict(unlearn_data_percent=16.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.05],
+                   trials=12, steps=20, retrain_refs=3),
+    # 1.25% of 6000 coats = 75 candidates, each used once in 75 steps (the paper's protocol).
+    "FashionMNIST": dict(unlearn_data_percent=1.25, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
+                         trials=12, steps=75, retrain_refs=3),
 }
 
 

@@ -1,49 +1,208 @@
-"""The Reminiscence Attack on Digits: calibration of both games, fresh optimisers, bad input."""
+"""The Reminiscence Attack on Digits: the reference population, its cache, both levels, bad input."""
+import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
-from unlearn.attack import AttackConfig, reminiscence_attack, relearn_curve, relearn_curves
+import config
+from conftest import ROOT, run_script
+from unlearn import reference as ref
+from unlearn.attack import AttackConfig, Relearner, reference_curves, reminiscence_attack, relearn_curve, relearn_curves
 from unlearn.forget import unlearn_run
+from unlearn.methods import resolve_paras
+from unlearn.relearn import classifier_keys, reset_forget_row
 
-CFG = dict(unlearn_data_percent=10.0, num_ood_dataset=1, retain_per_step=14, relearning_lr=[0.01], trials=30,
-           steps=40)
+CFG = config.ATTACK["Digits"]  # the shipped configuration
+RETRAIN = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])
 
 
 @pytest.fixture(scope="module")
-def attacked(digits, pretrained):
+def population(digits, pretrained):
+    """The default reference population (retrain runs of seeds 1000..) and the retrain run of seed 0."""
+    for seed in [digits.seed, *ref.reference_seeds(CFG["retrain_refs"])]:
+        unlearn_run(dataclasses.replace(digits, seed=seed), method="retrain", para1=RETRAIN[0], para2=RETRAIN[1],
+                    device="cpu", progress=False)
+    return ref.find_references(digits, CFG["retrain_refs"])
+
+
+@pytest.fixture(scope="module")
+def attacked(digits, population):
     out = {}
-    for method, p1, p2 in (("retrain", 0.01, 15), ("baseline", 0, 0)):  # retrain first: the reference game
-        unlearn_run(digits, method=method, para1=p1, para2=p2, device="cpu", progress=False)
+    for method, p1, p2 in (("baseline", 0, 0), ("retrain", *RETRAIN)):
+        if method == "baseline":
+            unlearn_run(digits, method=method, para1=p1, para2=p2, device="cpu", progress=False)
         out[method] = reminiscence_attack(digits, method=method, para1=p1, para2=p2, cfg=AttackConfig(**CFG),
                                           device="cpu", progress=False)
     return out
 
 
-def test_baseline_is_detected_in_retrain_game(attacked):
-    games = attacked["baseline"]["per_lr"]["0.01"]["games"]
-    assert games["retrain"]["auc"] >= 0.9
-    assert games["ood"]["auc"] >= 0.9
+def _verdict(res, level):
+    (v,) = res["per_lr"].values()
+    return v[level]
 
 
-def test_retrain_against_itself_is_chance(attacked):
-    auc = attacked["retrain"]["per_lr"]["0.01"]["games"]["retrain"]["auc"]
-    assert abs(auc - 0.5) <= 0.15
+def test_population_found_in_seed_order(population):
+    assert [s for s, _ in population] == [1000, 1001, 1002]
+    assert all(p.is_file() for _, p in population)
 
 
-def test_outputs_written(attacked, digits):
+@pytest.mark.parametrize("level", ["output", "feature"])
+def test_baseline_is_the_anchor_and_outside_the_null_band(attacked, level):
+    v = _verdict(attacked["baseline"], level)
+    ix = v["index"]
+    assert ix["index"] == pytest.approx(1.0) and ix["ci"] == pytest.approx([1.0, 1.0])  # same weights as the anchor
+    assert ix["index"] > ix["null"]["band"][1] and ix["direction"] == "residual"
+    assert v["retrain_game"]["auc"] >= 0.9 and v["retrain_game"]["auc_one_sided"] >= 0.9
+    assert v["ood_game"]["auc"] > v["ood_game"]["null"]["mean"]
+
+
+@pytest.mark.parametrize("level", ["output", "feature"])
+def test_independent_retrain_is_inside_the_null_band(attacked, level):
+    v = _verdict(attacked["retrain"], level)
+    lo, hi = v["index"]["null"]["band"]
+    assert lo < v["index"]["index"] < hi and v["index"]["direction"] == "inside null band"
+    assert v["retrain_game"]["balanced_accuracy_at_fpr_5"] < 0.9
+
+
+def test_results_and_outputs_written(attacked, digits):
+    res = attacked["baseline"]
     out = digits.stage_dir("mia_mu_attack", "baseline", 0, 0)
-    res = json.loads((out / "results.json").read_text())
-    assert res["status"] == "ok" and res["retrain_game"] == "ok"
-    for stem in ("relearning_lr0.01", "roc_lr0.01"):
-        assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").stat().st_size > 0
-    logs = sorted((out / "curves" / "lr0.01").glob("member_*.tsv"))
-    assert len(logs) == CFG["trials"]
-    lines = logs[0].read_text().splitlines()
-    assert lines[0] == "epoch\tloss(Train)\tacc(Train)" and len(lines) == CFG["steps"] + 1
+    disk = json.loads((out / "results.json").read_text())
+    assert disk["status"] == "ok" and disk["calibrated"] and disk["calibration_note"] is None
+    assert [r["seed"] for r in disk["references"]] == [1000, 1001, 1002]
+    assert disk["anchor"] == str(digits.pretrain_dir() / "best.pth") and res["candidates_per_set"] == 20
+    (v,) = disk["per_lr"].values()
+    for level in ("output", "feature"):
+        s = v[level]["steps_to_threshold"]
+        assert len(s["references"]) == 3 and 1 <= s["model"]["member"] <= CFG["steps"] + 1
+        assert set(v[level]["reference_pairs"]) == {"0-1", "0-2", "1-2"}
+        lines = (out / "curves" / f"lr{CFG['relearning_lr'][0]}_{level}.tsv").read_text().splitlines()
+        assert lines[0] == "group\ttrial\tstep\tloss\tacc" and len(lines) == 1 + 2 * CFG["trials"] * CFG["steps"]
+    assert (out / f"relearning_lr{CFG['relearning_lr'][0]}.png").stat().st_size > 0
+
+
+def test_reference_curves_computed_once(attacked):
+    # the first attack computed references and anchor at both levels, the second read them
+    assert attacked["baseline"]["reference_curves"] == {"cached": 0, "computed": 8}
+    assert attacked["retrain"]["reference_curves"] == {"cached": 8, "computed": 0}
+
+
+def test_each_candidate_used_once_per_curve(digits, pretrained):
+    """20 candidates, 20 steps: the plan holds every candidate exactly once (the paper's protocol)."""
+    from unlearn.relearn import step_plan
+
+    rl = Relearner(digits, AttackConfig(**CFG), torch.device("cpu"), progress=False)
+    x, y = rl.sets["member"][0]
+    xs, _ = step_plan(x, y, rl.retain, steps=CFG["steps"], retain_per_step=14, seed=5)
+    firsts = xs[:, 0].flatten(1)
+    assert len(x) == CFG["steps"] == len(torch.unique(firsts, dim=0)) == len(torch.unique(x.flatten(1), dim=0))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "nan", "shape", "key"])
+def test_corrupt_reference_cache_is_recomputed(digits, attacked, damage):
+    files = sorted(f for f in ref.cache_root(digits).glob("*/curves.npz")
+                   if json.loads((f.parent / "meta.json").read_text())["steps"] == CFG["steps"])
+    assert len(files) == 8
+    victim = files[0]
+    good = dict(np.load(victim))
+    if damage == "garbage":
+        victim.write_bytes(b"not an npz")
+    elif damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:100])
+    else:
+        bad = dict(good)
+        if damage == "nan":
+            bad["member_acc"] = bad["member_acc"].copy()
+            bad["member_acc"][0, 0] = np.nan
+        elif damage == "shape":
+            bad["ood_loss"] = bad["ood_loss"][:, :-1]
+        else:
+            bad["key"] = np.array("0" * 24)
+        np.savez(victim.with_suffix(".tmp.npz"), **bad)
+        victim.with_suffix(".tmp.npz").replace(victim)
+    r = reference_curves(digits, cfg=AttackConfig(**CFG), device="cpu", progress=False)
+    assert (r["computed"], r["cached"]) == (1, 7)
+    again = dict(np.load(victim))
+    for k in ("member_acc", "member_loss", "ood_acc", "ood_loss"):
+        np.testing.assert_allclose(again[k], good[k])  # recomputed, the same curves
+
+
+def test_a_changed_reference_file_changes_the_key(digits, attacked, tmp_path):
+    """Curves are keyed by the checkpoint's bytes: a retrained reference is never served stale curves."""
+    from unlearn.checkpoint import save_checkpoint
+
+    cfg = AttackConfig(**{**CFG, "trials": 2, "steps": 3})
+    rl = Relearner(digits, cfg, torch.device("cpu"), progress=False)
+    _, path = ref.find_references(digits, 1)[0]
+    copy = tmp_path / "model.pth"
+    copy.write_bytes(path.read_bytes())
+    assert rl.cached(copy, lr=0.05, level="output", desc="")[1] is False
+    assert rl.cached(copy, lr=0.05, level="output", desc="")[1] is True
+    model, obj = digits.load_model(copy, "cpu")
+    with torch.no_grad():
+        model.fc.bias.add_(0.1)
+    save_checkpoint(copy, model, model_name=digits.net, num_classes=digits.num_outputs, dataset=digits.dataset,
+                    class_map=obj["class_map"])
+    assert rl.cached(copy, lr=0.05, level="output", desc="")[1] is False
+
+
+def test_two_processes_computing_the_same_cache(digits, attacked):
+    """run.py runs two attack processes at once: computing one cache twice must be harmless."""
+    argv = [sys.executable, "mia_on_mu_main_cifar20_fullclass.py", "--dataset", "Digits", "--log-root",
+            digits.log_root, "--refs-only", "--trials", "3", "--steps", "4", "--threads", "1", "--no-progress"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    r = reference_curves(digits, cfg=AttackConfig(**{**CFG, "trials": 3, "steps": 4}), device="cpu", progress=False)
+    assert (r["computed"], r["cached"]) == (0, 8)
+
+
+def test_refs_only_needs_no_method(digits, attacked):
+    r = run_script("mia_on_mu_main_cifar20_fullclass.py", "--dataset", "Digits", "--log-root", digits.log_root,
+                   "--refs-only", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "8 cached, 0 computed" in r.stdout
+
+
+def test_too_few_references_say_so_and_keep_the_games(digits, attacked):
+    cfg = AttackConfig(**{**CFG, "retrain_refs": 1})
+    res = reminiscence_attack(digits, method="baseline", para1=0, para2=0, cfg=cfg, device="cpu", progress=False)
+    assert not res["calibrated"] and "1 of 1 reference" in res["calibration_note"]
+    assert res["lines"][0].startswith("calibrated verdict unavailable") and "-seed" in res["lines"][0]
+    v = _verdict(res, "output")
+    assert v["index"]["direction"] == "undetermined" and "auc_one_sided" in v["retrain_game"]
+    assert v["ood_game"]["auc"] >= 0.9
+    cfg0 = AttackConfig(**{**CFG, "retrain_refs": 0})  # none: the same-seed retrain run stands in, uncalibrated
+    res0 = reminiscence_attack(digits, method="baseline", para1=0, para2=0, cfg=cfg0, device="cpu", progress=False)
+    assert not res0["calibrated"] and [r["seed"] for r in res0["references"]] == [digits.seed]
+
+
+@pytest.mark.parametrize("net", ["SmallCNN", "ResNet18", "ViT", "WRN28_2"])
+def test_feature_reset_gives_every_model_the_same_forget_row(net):
+    from models import get_model
+
+    a, b = (get_model(net, 6, in_channels=3, image_size=32) for _ in range(2))
+    torch.manual_seed(1)
+    for p in b.parameters():
+        p.data.add_(torch.randn_like(p))
+    wk, bk = classifier_keys(a, 6)
+    ra, rb = (reset_forget_row(m, m.state_dict(), 2, 6) for m in (a, b))
+    assert torch.equal(ra[wk][2], rb[wk][2]) and torch.equal(ra[bk][2], rb[bk][2])
+    assert torch.equal(ra[wk][0], a.state_dict()[wk][0]) and not torch.equal(ra[wk][2], a.state_dict()[wk][2])
+    a.load_state_dict(ra)  # still a valid state dict of the model
+
+
+def test_feature_reset_finds_the_last_linear_without_get_classifier():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    assert classifier_keys(model, 3) == ("2.weight", "2.bias")
+    with pytest.raises(ValueError, match="no get_classifier"):
+        classifier_keys(model, 5)
 
 
 def test_every_curve_restarts_from_unlearned_weights(digits, pretrained):
@@ -70,7 +229,7 @@ def test_batched_curves_equal_one_at_a_time(net):
     x, y = torch.randn(120, 3, 32, 32), torch.randint(0, 8, (120,))
     retain = TensorSet(x, y, torch.arange(30, 120), "retain")
     states = [{k: v.clone() for k, v in model.state_dict().items()}]
-    with torch.no_grad():  # a second, different starting point (as the retrained model in the attack)
+    with torch.no_grad():  # a second, different starting point (as a reference model in the attack)
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     states.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -90,3 +249,11 @@ def test_missing_unlearned_model_names_forget_command(tmp_path, digits, pretrain
     assert r.returncode == 2
     line = r.stderr.strip()
     assert "\n" not in line and "forget_full_class_main" in line and "-method SCRUB" in line
+
+
+def test_bad_attack_input_is_one_line(tmp_path, digits, pretrained):
+    r = run_script("mia_on_mu_main_cifar20_fullclass.py", "--dataset", "Digits", "--log-root", tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--refs-only" in r.stderr
+    r = run_script("mia_on_mu_main_cifar20_fullclass.py", "--dataset", "Digits", "--log-root", tmp_path, "--refs-only")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pretrain_model" in r.stderr
+    assert not any(tmp_path.rglob("*.npz"))

@@ -10,6 +10,7 @@ from unlearn.attack_stats import (
     curve_area,
     membership_score,
     plot_relearning_curves,
+    plot_relearning_panels,
     plot_roc,
     roc_summary,
     steps_to_threshold,
@@ -239,3 +240,142 @@ def test_plots_reject_empty(tmp_path):
     with pytest.raises(ValueError):
         plot_roc(tmp_path / "y", {})
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------- calibrated verdicts (unlearn.verdict)
+
+from scipy.stats import t as student_t  # noqa: E402
+
+from unlearn import verdict as V  # noqa: E402
+
+
+def _population(rng, mean, *, models, trials=12, between=0.0, within=0.05):
+    """Per-trial statistics of ``models`` models: model offset ~ N(0, between), trial noise ~ N(0, within)."""
+    return [np.clip(mean + rng.normal(0, between) + rng.normal(0, within, trials), 0, 1) for _ in range(models)]
+
+
+def test_index_exact_small_case():
+    r = V.reminiscence_index([0.6, 0.6], [[0.2, 0.2], [0.4, 0.4]], [0.9, 0.9], n_boot=200)
+    assert r["index"] == pytest.approx(0.5)  # (0.6 - 0.3) / (0.9 - 0.3)
+    assert r["ci"] == pytest.approx([0.5, 0.5])  # no trial noise: every resample gives 0.5
+    assert r["reference_mean"] == pytest.approx(0.3) and r["anchor_mean"] == pytest.approx(0.9)
+
+
+def test_index_is_nan_when_anchor_equals_references():
+    r = V.reminiscence_index([0.5, 0.6], [[0.3, 0.4]], [0.3, 0.4], n_boot=50)
+    assert np.isnan(r["index"])
+
+
+def test_identical_populations_give_index_zero_auc_half_and_bacc_below_half():
+    """Method, references and nothing else alike: index ~ 0 with an interval holding 0, AUC ~ 0.5,
+    balanced accuracy ~ 0.5 and often below it (the threshold is fixed on other references)."""
+    rng = np.random.default_rng(0)
+    idx, covered, auc2, bacc, inside = [], 0, [], [], 0
+    for _ in range(150):
+        refs = _population(rng, 0.3, models=4)
+        method = _population(rng, 0.3, models=1)[0]
+        anchor = _population(rng, 0.9, models=1)[0]
+        ix = V.reminiscence_index(method, refs, anchor, n_boot=300, seed=1)
+        idx.append(ix["index"])
+        covered += ix["ci"][0] <= 0 <= ix["ci"][1]
+        g = V.calibrated_game(method, refs)
+        auc2.append(g["auc"])
+        bacc.append(g["balanced_accuracy_at_fpr_5"])
+        null = V.reference_null(refs, anchor)
+        inside += V.direction(ix["index"], ix["ci"], null["index"]["band"]) == "inside null band"
+    assert abs(np.mean(idx)) < 0.02 and np.std(idx) < 0.1
+    assert covered / 150 >= 0.85  # a 95% interval
+    assert abs(np.mean(auc2) - 0.5) < 0.05
+    assert abs(np.mean(bacc) - 0.5) < 0.03 and np.mean(np.array(bacc) < 0.5) > 0.3 and min(bacc) < 0.45
+    assert inside / 150 >= 0.95
+
+
+@pytest.mark.parametrize("shift, label", [(0.5, "residual"), (-0.4, "over-suppressed")])
+def test_shifted_population_gives_expected_sign_and_size(shift, label):
+    rng = np.random.default_rng(3)
+    refs = _population(rng, 0.4, models=5)
+    anchor = _population(rng, 0.9, models=1)[0]
+    method = _population(rng, 0.4 + shift * 0.5, models=1)[0]  # anchor - references = 0.5
+    ix = V.reminiscence_index(method, refs, anchor, n_boot=1000)
+    assert ix["index"] == pytest.approx(shift, abs=0.08)
+    assert ix["ci"][0] < shift < ix["ci"][1] and not ix["ci"][0] <= 0 <= ix["ci"][1]
+    null = V.reference_null(refs, anchor)
+    assert V.direction(ix["index"], ix["ci"], null["index"]["band"]) == label
+    g = V.calibrated_game(method, refs)
+    assert g["auc"] > 0.95 and g["balanced_accuracy_at_fpr_5"] > 0.85
+    assert (g["auc_one_sided"] > 0.95) if shift > 0 else (g["auc_one_sided"] < 0.05)  # the side it lies on
+
+
+def test_calibrated_game_hand_checked():
+    # fold 0 fits on ref 1 (centre 0.5, scores |x - 0.5|), scores ref 0; fold 1 the reverse
+    refs = [np.array([0.4, 0.6]), np.array([0.45, 0.55])]
+    member = np.array([0.0, 1.0])
+    g = V.calibrated_game(member, refs)
+    assert g["auc"] == 1.0 and g["tpr_at_fpr_5"] == 1.0
+    # fold 0: fit scores {0.05, 0.05} -> threshold 0.05; ref 0 scores {0.1, 0.1} > 0.05: FPR 1
+    # fold 1: fit scores {0.1, 0.1} -> threshold 0.1; ref 1 scores {0.05, 0.05}: FPR 0
+    assert g["fpr_at_5"] == pytest.approx(0.5)
+    assert g["balanced_accuracy_at_fpr_5"] == pytest.approx((1 + 1 - 0.5) / 2)
+    assert g["auc_one_sided"] == pytest.approx(0.5)  # one member below, one above every reference
+    with pytest.raises(ValueError, match="at least 2"):
+        V.calibrated_game(member, refs[:1])
+
+
+def test_band_is_a_t_prediction_interval():
+    b = V.band([1.0, 2.0, 3.0])
+    half = student_t.ppf(0.975, 2) * 1.0 * np.sqrt(1 + 1 / 3)
+    assert b["mean"] == 2.0 and b["sd"] == pytest.approx(1.0)
+    assert b["band"] == pytest.approx([2 - half, 2 + half])
+    assert np.isnan(V.band([0.4])["band"]).all()
+
+
+def test_index_band_in_index_units():
+    # reference means 0.2 and 0.4 (mean 0.3), anchor 0.8: index = (x - 0.3) / 0.5
+    half = student_t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) * np.sqrt(1.5)
+    assert V.index_band([0.2, 0.4], 0.8) == pytest.approx([-half / 0.5, half / 0.5])
+
+
+def test_reference_null_pairs_and_leave_one_out_means():
+    rng = np.random.default_rng(5)
+    refs = _population(rng, 0.3, models=4, between=0.05)
+    anchor = _population(rng, 0.9, models=1)[0]
+    null = V.reference_null(refs, anchor)
+    assert set(null["pairs"]) == {"0-1", "0-2", "0-3", "1-2", "1-3", "2-3"}
+    assert null["pairs"]["0-1"] == pytest.approx(V.auc(refs[0], refs[1]))
+    # each reference against the others: the AUCs are antisymmetric in pairs, so their mean is 0.5 exactly
+    assert null["game"]["auc_one_sided"]["mean"] == pytest.approx(0.5)
+    assert null["game"]["auc"]["mean"] == pytest.approx(0.5)
+    assert len(null["index"]["values"]) == 4 and null["index"]["band"][0] < 0 < null["index"]["band"][1]
+    assert V.reference_null(refs[:2], anchor)["game"] is None  # a two-reference null has no one to fit on
+
+
+def test_direction_rules():
+    band = [-0.2, 0.3]
+    assert V.direction(0.5, [0.4, 0.6], band) == "residual"
+    assert V.direction(0.5, [-0.1, 0.9], band) == "inside null band"  # interval holds 0
+    assert V.direction(-0.5, [-0.6, -0.4], band) == "over-suppressed"
+    assert V.direction(0.1, [0.05, 0.15], band) == "inside null band"
+    assert V.direction(0.5, [0.4, 0.6], [float("nan")] * 2) == "undetermined"
+
+
+def test_assess_with_few_references():
+    m = {"member": [0.5, 0.6], "ood": [0.1, 0.2]}
+    a = {"member": [0.9, 1.0], "ood": [0.1, 0.1]}
+    r = [{"member": [0.2, 0.3], "ood": [0.2, 0.2]}, {"member": [0.25, 0.35], "ood": [0.3, 0.1]}]
+    none = V.assess(m, [], a)
+    assert none["index"] is None and not none["calibrated"] and none["ood_game"]["auc"] == 1.0
+    one = V.assess(m, r[:1], a)
+    assert not one["calibrated"] and one["index"]["direction"] == "undetermined"
+    assert set(one["retrain_game"]) == {"auc_one_sided", "null"}
+    two = V.assess(m, r, a)
+    assert two["calibrated"] and "auc" in two["retrain_game"] and two["retrain_game"]["null"] is None
+    assert two["ood_game"]["null"]["values"] == pytest.approx([0.75, 0.75])  # (0.5 + 0.5 + 2) / 4, 3 / 4
+
+
+def test_plot_relearning_panels_writes_one_figure(tmp_path):
+    rng = np.random.default_rng(2)
+    c = lambda: np.clip(rng.uniform(0, 1, (4, 10)), 0, 1)  # noqa: E731
+    out = plot_relearning_panels(tmp_path / "fig", {"output": ({"model": c()}, [c(), c()]),
+                                                    "feature": ({"model": c()}, [])},
+                                 rocs={"game": roc_summary([0.9, 0.1], [0.5])}, formats=("png",))
+    assert out == [str(tmp_path / "fig.png")] and os.listdir(tmp_path) == ["fig.png"]

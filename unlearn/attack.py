@@ -1,40 +1,51 @@
-"""The Reminiscence Attack (Xiao et al.), turned into calibrated membership scores.
+"""The Reminiscence Attack (Xiao et al.), with verdicts calibrated on retrained reference models.
 
 Residual knowledge left by approximate unlearning makes a forgotten class come
-back much faster when the model is briefly retrained on a few of its samples
-than a class the model never saw. Each *relearning curve* starts from the
-unlearned weights with a fresh SGD optimiser (momentum 0.9); every step trains on
-1 candidate sample + ``retain_per_step`` retain samples, then records accuracy
-and loss on the whole candidate set, up to ``steps`` steps.
+back faster when the model is briefly retrained on a few of its samples
+(:mod:`unlearn.relearn`). Every model relearns the same ``trials`` candidate sets
+of the forget class (members) and of the OOD classes relabelled as the forget
+class, with the same step plans, at two levels:
 
-Two games, each scored by ROC over ``trials`` curves per set type:
+* ``output``: the model as it is (the paper's attack);
+* ``feature``: the forget row of the classifier reset to one fixed random
+  initialisation shared by every model, so what is measured is what the features
+  still know, not how far the output row was pushed down.
 
-* ``ood`` (the paper's): members = candidate subsets of the forget class;
-  non-members = same-size subsets of OOD classes relabelled as the forget class,
-  relearned by the same unlearned model.
-* ``retrain``: non-members = the *retrained* model relearning forget-class
-  candidates. A retrained model never saw the class, so retrain against retrain
-  scores AUC about 0.5, and any residual knowledge shows as AUC above it.
+Verdicts (:mod:`unlearn.verdict`) compare the model with a *reference population*
+of R models retrained from independent seeds (:mod:`unlearn.reference`, curves
+cached on disk) and with the never-unlearned model it started from (the anchor):
+a graded reminiscence index (0 = like retraining, 1 = like the anchor, < 0 =
+over-suppressed) with a bootstrap interval and a null band, a two-sided
+cross-fitted game (AUC, balanced accuracy and TPR at 5% / 1% FPR), and the paper's
+OOD game with the references' value as its null.
+
+Deviations from the paper's code (2025 ``rea.py``), all deliberate: the statistic
+is the area under the accuracy curve (steps-to-90% is still reported); one
+pool of the first ``num_ood_dataset`` OOD classes gives the OOD candidate sets
+(``trials`` sets in all, not per class); each curve gets a fresh optimiser.
 """
 from __future__ import annotations
 
+import hashlib
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import attack_stats as S
+from . import reference as ref
+from . import verdict as V
 from .checkpoint import atomic_write_json, atomic_write_text
-from .engine import resolve_device, seed_everything
+from .engine import resolve_device
 from .errors import UsageError
 from .forget import finished_retrain_runs
+from .relearn import relearn_curve, relearn_curves, reset_forget_row, run_curves  # noqa: F401  (public API)
 from .runinfo import environment
 from .setting import Setting, fmt_para
+
+LEVELS = ("output", "feature")
 
 
 @dataclass
@@ -49,142 +60,30 @@ class AttackConfig:
     steps: int = 75
     threshold: float = 0.9
     curve_batch: int = 0  # curves relearned together (relearn_curves); 0: 32 on a GPU, 1 on a CPU
+    retrain_refs: int = 3  # reference models: retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1
 
-
-def _step_plan(cand_x, cand_y, retain, *, steps: int, retain_per_step: int, seed: int):
-    """The training batches of one curve: inputs (steps, 1 + retain_per_step, ...) and their labels.
-
-    Each step holds one candidate (the candidates in shuffled rounds) and random retain samples.
-    """
-    g = torch.Generator().manual_seed(seed)
-    n = len(cand_x)
-    order = torch.cat([torch.randperm(n, generator=g) for _ in range((steps + n - 1) // n)])[:steps]
-    ridx = retain.idx[torch.randint(len(retain), (steps, retain_per_step), generator=g).to(retain.idx.device)]
-    order = order.to(cand_x.device)
-    xs = torch.cat([cand_x[order].unsqueeze(1), retain.x_all[ridx]], 1)
-    ys = torch.cat([cand_y[order].unsqueeze(1), retain.y_all[ridx]], 1)
-    return xs, ys
-
-
-def relearn_curve(model: torch.nn.Module, state: dict, cand_x: torch.Tensor, cand_y: torch.Tensor, retain,
-                  *, lr: float, steps: int, retain_per_step: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One relearning curve: (accuracy, loss) on the candidate set after each step.
-
-    ``model`` is overwritten with ``state`` (the unlearned weights) first and gets
-    a fresh optimiser, so curves never share momentum or weights.
-    """
-    model.load_state_dict(state)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    xs, ys = _step_plan(cand_x, cand_y, retain, steps=steps, retain_per_step=retain_per_step, seed=seed)
-    acc = torch.empty(steps, device=cand_x.device)
-    loss = torch.empty(steps, device=cand_x.device)
-    for s in range(steps):  # metrics stay on the device: no host sync per step
-        model.train()
-        step_loss = F.cross_entropy(model(xs[s]), ys[s])
-        opt.zero_grad(set_to_none=True)
-        step_loss.backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():  # the whole candidate set in one batched forward pass
-            logits = model(cand_x)
-            acc[s] = (logits.argmax(1) == cand_y).float().mean()
-            loss[s] = F.cross_entropy(logits, cand_y)
-    return acc.double().cpu().numpy(), loss.double().cpu().numpy()
+    def validate(self, setting: Setting):
+        if not 0 < self.unlearn_data_percent <= 100:
+            raise UsageError(f"--unlearn_data_percent {self.unlearn_data_percent} must be in (0, 100]")
+        if self.num_ood_dataset < 1 or self.num_ood_dataset > len(setting.ood_classes):
+            raise UsageError(f"--num_ood_dataset {self.num_ood_dataset} must be in 1..{len(setting.ood_classes)} "
+                             f"(OOD classes of {setting.dataset}: {setting.ood_classes})")
+        if self.trials < 2 or self.steps < 1 or self.retrain_refs < 0:
+            raise UsageError("--trials must be at least 2, --steps at least 1 and --retrain_refs at least 0")
 
 
 def unlearned_model_path(setting: Setting, method: str, para1, para2) -> Path:
+    """Where the forget stage wrote the model to attack (the one place that knows run folders)."""
     return setting.stage_dir("unlearning", method, para1, para2) / "model.pth"
+
+
+def attack_dir(setting: Setting, method: str, para1, para2) -> Path:
+    return setting.stage_dir("mia_mu_attack", method, para1, para2)
 
 
 def find_retrain_run(setting: Setting) -> Path | None:
     """The newest finished ``retrain`` model of the same setting and seed, if any."""
     return next((f / "model.pth" for f, _ in finished_retrain_runs(setting) if (f / "model.pth").is_file()), None)
-
-
-def relearn_curves(model: torch.nn.Module, curves: list[tuple], retain, *, lr: float, steps: int,
-                   retain_per_step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Several relearning curves trained together: arrays (len(curves), steps) of accuracy and loss.
-
-    ``curves`` holds ``(state, cand_x, cand_y, seed)`` with candidate sets of one size. Each
-    curve is exactly :func:`relearn_curve` (same batches, SGD with momentum 0.9 written out:
-    ``buf = 0.9 buf + g; w -= lr buf``), but the model copies are stacked and run as one
-    batched call (``torch.func.vmap`` over ``functional_call``; BatchNorm running statistics
-    are per copy). On a GPU this replaces hundreds of tiny kernel launches per step by one
-    batch of them; on a CPU it is no faster, so the attack uses it on GPUs only.
-    """
-    from torch.func import functional_call, vmap
-
-    k = len(curves)
-    pnames = [n for n, _ in model.named_parameters()]
-    bnames = [n for n, _ in model.named_buffers()]
-    params = {n: torch.stack([c[0][n] for c in curves]).requires_grad_(True) for n in pnames}
-    buffers = {n: torch.stack([c[0][n] for c in curves]).clone() for n in bnames}
-    plans = [_step_plan(x, y, retain, steps=steps, retain_per_step=retain_per_step, seed=sd) for _, x, y, sd in curves]
-    xs, ys = torch.stack([p[0] for p in plans], 1), torch.stack([p[1] for p in plans], 1)  # (steps, k, b, ...)
-    cand_x, cand_y = torch.stack([c[1] for c in curves]), torch.stack([c[2] for c in curves])
-    fwd = vmap(lambda p, b, x: functional_call(model, (p, b), (x,)), randomness="different")
-    momentum = {n: torch.zeros_like(v) for n, v in params.items()}
-    acc = torch.empty(steps, k, device=cand_x.device)
-    loss = torch.empty(steps, k, device=cand_x.device)
-
-    def per_curve_ce(logits, y):
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
-
-    was = model.training
-    try:
-        for s in range(steps):
-            model.train()
-            total = per_curve_ce(fwd(params, buffers, xs[s]), ys[s]).sum()  # curves are independent
-            grads = torch.autograd.grad(total, list(params.values()))
-            with torch.no_grad():
-                for (n, w), g in zip(params.items(), grads):
-                    momentum[n].mul_(0.9).add_(g)
-                    w.sub_(lr * momentum[n])
-                model.eval()
-                logits = fwd(params, buffers, cand_x)
-                acc[s] = (logits.argmax(-1) == cand_y).float().mean(1)
-                loss[s] = per_curve_ce(logits, cand_y)
-    finally:
-        model.train(was)
-    return acc.T.double().cpu().numpy(), loss.T.double().cpu().numpy()
-
-
-def _curves(model, groups: list[tuple], retain, cfg: AttackConfig, lr: float, *, batch: int, progress: bool,
-            desc: str) -> dict:
-    """Curves of every group ``(name, state, sets, seed)``: {name: (acc (T, steps), loss (T, steps))}.
-
-    Curve ``t`` of a group uses seed ``seed + t``. With ``batch`` > 1 they run ``batch`` at a
-    time through :func:`relearn_curves` (falling back to one at a time if the model does not
-    vectorise); results are the same either way up to floating-point rounding.
-    """
-    flat = [(name, (state, x, y, seed + t)) for name, state, sets, seed in groups for t, (x, y) in enumerate(sets)]
-    kw = dict(lr=lr, steps=cfg.steps, retain_per_step=cfg.retain_per_step)
-    accs, losses = [], []
-    with tqdm(total=len(flat), desc=desc, leave=False, disable=not progress) as bar:
-        i = 0
-        while i < len(flat):
-            chunk = [c for _, c in flat[i : i + max(batch, 1)]]
-            if batch > 1:
-                try:
-                    a, l = relearn_curves(model, chunk, retain, **kw)
-                except (RuntimeError, NotImplementedError) as e:
-                    warnings.warn(f"batched relearning failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                                  "relearning one curve at a time")
-                    batch = 1
-                    continue
-            else:
-                a, l = (np.stack(v) for v in zip(*[relearn_curve(model, st, x, y, retain, seed=sd, **kw)
-                                                   for st, x, y, sd in chunk]))
-            accs += list(a)
-            losses += list(l)
-            i += len(chunk)
-            bar.update(len(chunk))
-    out = {}
-    for (name, _), a, l in zip(flat, accs, losses):
-        out.setdefault(name, ([], []))
-        out[name][0].append(a)
-        out[name][1].append(l)
-    return {k: (np.stack(a), np.stack(l)) for k, (a, l) in out.items()}
 
 
 def _candidate_sets(pool, n: int, trials: int, label: int, g: torch.Generator):
@@ -196,81 +95,231 @@ def _candidate_sets(pool, n: int, trials: int, label: int, g: torch.Generator):
     return out
 
 
-def _write_curve_logs(folder: Path, name: str, accs, losses):
-    for t, (a, l) in enumerate(zip(accs, losses)):
-        rows = "".join(f"{s + 1}\t{l[s]:.6f}\t{100 * a[s]:.4f}\n" for s in range(len(a)))
-        atomic_write_text(folder / f"{name}_{t:03d}.tsv", "epoch\tloss(Train)\tacc(Train)\n" + rows)
+class Relearner:
+    """What every model's curves share: a model skeleton, the retain pool, the candidate
+    sets and step plans (drawn from the setting's seed), the attack configuration."""
+
+    def __init__(self, setting: Setting, cfg: AttackConfig, device, *, progress: bool):
+        from datasets.splits import concat
+
+        self.setting, self.cfg, self.device, self.progress = setting, cfg, device, progress
+        self.model = setting.new_model(device)
+        data = setting.load_data(device)
+        self.retain = data.retain_train
+        label = setting.split.forget_index
+        pool = data.forget_train
+        self.n = max(1, int(round(cfg.unlearn_data_percent / 100 * len(pool))))
+        g = torch.Generator().manual_seed(setting.seed)
+        self.sets = {"member": _candidate_sets(pool, self.n, cfg.trials, label, g)}
+        ood = concat(*[data.ood_class_set(c) for c in setting.ood_classes[: cfg.num_ood_dataset]])
+        self.sets["ood"] = _candidate_sets(ood, self.n, cfg.trials, label, g)
+        self.plan_seed = {"member": 10_000 * setting.seed, "ood": 10_000 * setting.seed + 5_000}
+        self.batch = cfg.curve_batch if cfg.curve_batch > 0 else (32 if device.type == "cuda" else 1)
+        self.digest = self._digest()
+
+    def _digest(self) -> str:
+        """A hash of the data the curves see: candidate images, retain indices, a sample of retain images."""
+        h = hashlib.sha256()
+        for g in ref.GROUPS:
+            for x, y in self.sets[g]:
+                h.update(x.detach().cpu().contiguous().numpy().tobytes())
+                h.update(y.cpu().numpy().tobytes())
+        h.update(self.retain.idx.cpu().numpy().tobytes())
+        step = max(1, len(self.retain) // 2000)
+        h.update(self.retain.x_all[self.retain.idx[::step]].detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def curves(self, state: dict, *, lr: float, level: str, desc: str = "curves") -> dict:
+        """{"member": (acc, loss), "ood": (acc, loss)}, arrays (trials, steps), of the model ``state``."""
+        if level == "feature":
+            state = reset_forget_row(self.model, state, self.setting.split.forget_index, self.setting.num_outputs)
+        groups = [(g, state, self.sets[g], self.plan_seed[g]) for g in ref.GROUPS]
+        return run_curves(self.model, groups, self.retain, lr=lr, steps=self.cfg.steps,
+                          retain_per_step=self.cfg.retain_per_step, batch=self.batch, progress=self.progress,
+                          desc=desc)
+
+    def material(self, sha256: str, *, lr: float, level: str) -> dict:
+        """Everything besides code that determines a model's curves: the cache key's contents."""
+        c = self.cfg
+        return {"model_sha256": sha256, "net": self.setting.net, "dataset": self.setting.dataset,
+                "num_outputs": self.setting.num_outputs, "forget_index": self.setting.split.forget_index,
+                "lr": float(lr), "level": level, "steps": c.steps, "retain_per_step": c.retain_per_step,
+                "trials": c.trials, "candidates": self.n, "num_ood_dataset": c.num_ood_dataset,
+                "plan_seeds": self.plan_seed, "data": self.digest}
+
+    def cached(self, path: Path, *, lr: float, level: str, desc: str) -> tuple[dict, bool]:
+        """The curves of the model file ``path`` (a reference or the anchor), from the cache when valid."""
+        material = self.material(ref.file_sha256(path), lr=lr, level=level)
+
+        def compute():
+            model, _ = self.setting.load_model(path, self.device, fix="retrain or re-pretrain it")
+            return self.curves(model.state_dict(), lr=lr, level=level, desc=desc)
+
+        return ref.cached_curves(self.setting, material, compute, shape=(self.cfg.trials, self.cfg.steps))
+
+
+def population(rl: Relearner, refs: list[tuple[int, Path]], anchor: Path) -> tuple[dict, dict]:
+    """Curves of the references and the anchor for every lr and level: {lr: {level: {...}}} and cache counts."""
+    out, counts = {}, {"cached": 0, "computed": 0}
+    for lr in rl.cfg.relearning_lr:
+        for level in LEVELS:
+            curves = []
+            for name, path in [*[(f"seed{s}", p) for s, p in refs], ("anchor", anchor)]:
+                c, hit = rl.cached(path, lr=lr, level=level, desc=f"{name} lr {fmt_para(lr)} {level}")
+                counts["cached" if hit else "computed"] += 1
+                curves.append(c)
+            out.setdefault(lr, {})[level] = {"refs": curves[:-1], "anchor": curves[-1]}
+    return out, counts
+
+
+def _stats(curves: dict, fn) -> dict:
+    return {g: np.array([fn(a) for a in curves[g][0]]) for g in ref.GROUPS}
+
+
+def _references(setting: Setting, cfg: AttackConfig) -> tuple[list[tuple[int, Path]], str | None]:
+    """The reference models found, and a one-line note when the calibrated verdict is unavailable.
+
+    With fewer than 2 references and none at all, today's single retrain model of the same seed
+    (if any) stands in, uncalibrated.
+    """
+    refs = ref.find_references(setting, cfg.retrain_refs)
+    if len(refs) >= 2:
+        return refs, None
+    missing = [s for s in ref.reference_seeds(cfg.retrain_refs) if s not in {r[0] for r in refs}]
+    note = (f"calibrated verdict unavailable: {len(refs)} of {cfg.retrain_refs} reference retrain runs found "
+            f"(at least 2 needed); train them with: {ref.retrain_command(setting, missing or [ref.reference_seeds(2)[-1]])}")
+    if not refs:
+        same = find_retrain_run(setting)
+        refs = [(setting.seed, same)] if same else []
+    return refs, note
+
+
+def _level_verdict(mine: dict, pop: dict, cfg: AttackConfig, seed: int) -> dict:
+    area = lambda c: _stats(c, S.curve_area)
+    steps = lambda c: _stats(c, lambda a: S.steps_to_threshold(a, threshold=cfg.threshold))
+    res = V.assess(area(mine), [area(r) for r in pop["refs"]], area(pop["anchor"]), seed=seed)
+    paper = [S.membership_score(a, threshold=cfg.threshold) for a in mine["member"][0]]
+    paper_ood = [S.membership_score(a, threshold=cfg.threshold) for a in mine["ood"][0]]
+    res["ood_game"]["paper_statistic"] = {k: v for k, v in S.roc_summary(paper, paper_ood).items()
+                                          if k not in ("fpr", "tpr")}
+    mean = lambda d: {g: float(v.mean()) for g, v in d.items()}
+    res["area"] = {"model": mean(area(mine)), "anchor": mean(area(pop["anchor"])),
+                   "references": [mean(area(r)) for r in pop["refs"]]}
+    res["steps_to_threshold"] = {"model": mean(steps(mine)), "anchor": mean(steps(pop["anchor"])),
+                                 "references": [mean(steps(r)) for r in pop["refs"]], "cap": cfg.steps}
+    return res
+
+
+def _write_curves(path: Path, curves: dict):
+    rows = ["group\ttrial\tstep\tloss\tacc"]
+    for g in ref.GROUPS:
+        for t, (a, l) in enumerate(zip(*curves[g])):
+            rows += [f"{g}\t{t}\t{s + 1}\t{l[s]:.6f}\t{a[s]:.4f}" for s in range(len(a))]
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def _plots(out: Path, tag: str, title: str, mine: dict, pop: dict, threshold: float):
+    """One figure per lr: relearning curves at each level against the reference band, and the ROC
+    curves of the OOD game and of the one-sided retrain game (the model against all references)."""
+    panels, rocs = {}, {}
+    for level in LEVELS:
+        area = _stats(mine[level], S.curve_area)
+        refs = [r["member"][0] for r in pop[level]["refs"]]
+        groups = {"forget class, this model": mine[level]["member"][0],
+                  "OOD relabelled, this model": mine[level]["ood"][0],
+                  "forget class, never unlearned": pop[level]["anchor"]["member"][0]}
+        panels[level] = (groups, refs)
+        rocs[f"{level}: OOD game"] = S.roc_summary(area["member"], area["ood"])
+        if refs:
+            rocs[f"{level}: vs references"] = S.roc_summary(area["member"], [S.curve_area(a) for r in refs for a in r])
+    S.plot_relearning_panels(out / f"relearning_{tag}", panels, title=title, threshold=threshold, rocs=rocs,
+                             formats=("png",), dpi=110)  # the PDF would double a Digits attack's rendering time
+
+
+def _line(method: str, lr, level: str, v: dict) -> str:
+    o = v["ood_game"]
+    tail = f"OOD AUC {o['auc']:.3f} (references {o['null']['mean']:.3f}, {o['direction']})"
+    if v["index"] is None:
+        return f"{method} lr {lr} {level}: no reference model; {tail}"
+    ix, g = v["index"], v["retrain_game"]
+    head = (f"{method} lr {lr} {level}: index {ix['index']:.2f} [{ix['ci'][0]:.2f}, {ix['ci'][1]:.2f}] "
+            f"{ix['direction']} (null band {ix['null']['band'][0]:.2f}..{ix['null']['band'][1]:.2f})")
+    if "auc" in g:
+        head += f"; two-sided AUC {g['auc']:.3f} bal.acc {g['balanced_accuracy_at_fpr_5']:.3f} " \
+                f"TPR@5%FPR {g['tpr_at_fpr_5']:.3f}"
+    return f"{head}; {tail}"
 
 
 def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: AttackConfig, device="auto",
                         progress: bool = True) -> dict:
-    """Run both games for every relearning lr; write logs, plots and results.json."""
+    """Attack the model the forget stage wrote for ``method``; write curves, plots and results.json."""
     path = unlearned_model_path(setting, method, para1, para2)
     if not path.is_file():
         raise UsageError(f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
                          f"{setting.dataset} -net {setting.net} -method {method} --para1 {fmt_para(para1)} "
                          f"--para2 {fmt_para(para2)}" + (f" -seed {setting.seed}" if setting.seed else ""))
-    if not 0 < cfg.unlearn_data_percent <= 100:
-        raise UsageError(f"--unlearn_data_percent {cfg.unlearn_data_percent} must be in (0, 100]")
-    ood = setting.ood_classes[: cfg.num_ood_dataset]
-    if cfg.num_ood_dataset < 1 or cfg.num_ood_dataset > len(setting.ood_classes):
-        raise UsageError(f"--num_ood_dataset {cfg.num_ood_dataset} must be in 1..{len(setting.ood_classes)} "
-                         f"(OOD classes of {setting.dataset}: {setting.ood_classes})")
+    cfg.validate(setting)
     device = resolve_device(device)
     model, _ = setting.load_model(path, device, fix="rerun the forget stage")
-    retrain_path = find_retrain_run(setting)
-    retrain_state = None
-    if retrain_path is not None:
-        rmodel, _ = setting.load_model(retrain_path, device)
-        retrain_state = {k: v.clone() for k, v in rmodel.state_dict().items()}
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    gen = seed_everything(setting.seed)
-    data = setting.load_data(device)
-    forget_pool, label = data.forget_train, setting.split.forget_index
-    n = max(1, int(round(cfg.unlearn_data_percent / 100 * len(forget_pool))))
-    out = setting.stage_dir("mia_mu_attack", method, para1, para2)
-
-    member_sets = _candidate_sets(forget_pool, n, cfg.trials, label, gen)
-    ood_sets = {c: _candidate_sets(data.ood_class_set(c), n, cfg.trials, label, gen) for c in ood}
-    ref_sets = _candidate_sets(forget_pool, n, cfg.trials, label, gen) if retrain_state is not None else None
-
-    batch = cfg.curve_batch if cfg.curve_batch > 0 else (32 if device.type == "cuda" else 1)
-    per_lr, t0, n_curves = {}, time.perf_counter(), 0
+    anchor = ref.anchor_path(setting, method=method, model_path=path)
+    if not anchor.is_file():
+        raise UsageError(f"the never-unlearned model {anchor} (the index's anchor) is missing; run: "
+                         f"{setting.pretrain_command()}")
+    t0 = time.perf_counter()
+    rl = Relearner(setting, cfg, device, progress=progress)
+    refs, note = _references(setting, cfg)
+    pop, counts = population(rl, refs, anchor)
+    t_pop = time.perf_counter() - t0
+    out = attack_dir(setting, method, para1, para2)
+    per_lr, lines = {}, []
     for lr in cfg.relearning_lr:
         tag = f"lr{fmt_para(lr)}"
-        base = 1000 * setting.seed
-        sets = [("member", state, member_sets, base),
-                *[(f"ood{c}", state, ood_sets[c], base + 100 * (j + 1)) for j, c in enumerate(ood)]]
-        if retrain_state is not None:
-            sets.append(("retrain_ref", retrain_state, ref_sets, base + 50))
-        logs = _curves(model, sets, data.retain_train, cfg, lr, batch=batch, progress=progress, desc=f"{tag} curves")
-        acc_m = logs["member"][0]
-        groups = {"forget (members)": acc_m, **{f"OOD class {c} (non-members)": logs[f"ood{c}"][0] for c in ood}}
-        member_scores = [S.membership_score(x, threshold=cfg.threshold) for x in acc_m]
-        nonmember_scores = [S.membership_score(x, threshold=cfg.threshold) for c in ood for x in logs[f"ood{c}"][0]]
-        games = {"ood": S.roc_summary(member_scores, nonmember_scores)}
-        if retrain_state is not None:
-            a = logs["retrain_ref"][0]
-            groups["forget, retrained model (non-members)"] = a
-            games["retrain"] = S.roc_summary(member_scores, [S.membership_score(x, threshold=cfg.threshold)
-                                                             for x in a])
-        n_curves += sum(len(v[0]) for v in logs.values())
-        for name, (a, l) in logs.items():
-            _write_curve_logs(out / "curves" / tag, name, a, l)
-        title = f"{method} ({setting.tag}), relearning lr {fmt_para(lr)}"
-        S.plot_relearning_curves(out / f"relearning_{tag}", groups, title=title, threshold=cfg.threshold)
-        S.plot_roc(out / f"roc_{tag}", {f"{k} game": v for k, v in games.items()}, title=title)
-        per_lr[str(lr)] = {"games": games, "curves": {k: S.summarise_curves(v, threshold=cfg.threshold)
-                                                      for k, v in groups.items()}}
+        mine, verdicts = {}, {}
+        for level in LEVELS:
+            mine[level] = rl.curves(state, lr=lr, level=level, desc=f"{method} {tag} {level}")
+            v = _level_verdict(mine[level], pop[lr][level], cfg, setting.seed)
+            area = _stats(mine[level], S.curve_area)
+            v["ood_game"]["roc"] = {k: x for k, x in S.roc_summary(area["member"], area["ood"]).items()
+                                    if k not in ("fpr", "tpr")}
+            v["curves"] = {g: S.summarise_curves(mine[level][g][0], threshold=cfg.threshold) for g in ref.GROUPS}
+            verdicts[level] = v
+            _write_curves(out / "curves" / f"{tag}_{level}.tsv", mine[level])
+            lines.append(_line(method, lr, level, v))
+        _plots(out, tag, f"{method} ({setting.tag}), relearning lr {fmt_para(lr)}", mine, pop[lr], cfg.threshold)
+        per_lr[str(lr)] = verdicts
     seconds = time.perf_counter() - t0
+    n_curves = len(cfg.relearning_lr) * len(LEVELS) * len(ref.GROUPS) * cfg.trials
     results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "model": str(path),
-               "retrain_model": str(retrain_path) if retrain_path else None,
-               "retrain_game": "ok" if retrain_path else "skipped: no finished retrain run of this setting",
-               "candidates_per_set": n, "config": {**setting.as_dict(), **asdict(cfg), "device": str(device)},
-               "per_lr": per_lr, "seconds": seconds, "curves": n_curves, "curves_per_batch": batch,
-               "seconds_per_curve": seconds / max(n_curves, 1), "environment": environment()}
+               "calibrated": note is None, "calibration_note": note,
+               "statistic": "area under the relearning accuracy curve (mean candidate accuracy over the steps)",
+               "references": [{"seed": s, "model": str(p)} for s, p in refs], "anchor": str(anchor),
+               "reference_curves": counts, "candidates_per_set": rl.n, "levels": list(LEVELS),
+               "config": {**setting.as_dict(), **asdict(cfg), "device": str(device)}, "per_lr": per_lr,
+               "seconds": seconds, "seconds_references": t_pop, "curves": n_curves, "curves_per_batch": rl.batch,
+               "seconds_per_curve": (seconds - t_pop) / n_curves, "environment": environment()}
     atomic_write_json(out / "results.json", results)
+    results["lines"] = ([note] if note else []) + lines
     return results
+
+
+def reference_curves(setting: Setting, *, cfg: AttackConfig, device="auto", progress: bool = True) -> dict:
+    """``--refs-only``: compute (or verify) the cached curves of the references and of the dense
+    pretrained anchor for this setting, seed and attack configuration; no unlearned model needed."""
+    cfg.validate(setting)
+    anchor = ref.anchor_path(setting)
+    if not anchor.is_file():
+        raise UsageError(f"the pretrained model {anchor} is missing; run: {setting.pretrain_command()}")
+    refs = ref.find_references(setting, cfg.retrain_refs)
+    if not refs:
+        raise UsageError(f"no reference retrain run found; run: "
+                         f"{ref.retrain_command(setting, ref.reference_seeds(cfg.retrain_refs))}")
+    t0 = time.perf_counter()
+    rl = Relearner(setting, cfg, resolve_device(device), progress=progress)
+    _, counts = population(rl, refs, anchor)
+    missing = [s for s in ref.reference_seeds(cfg.retrain_refs) if s not in {r[0] for r in refs}]
+    return {"references": [s for s, _ in refs], "missing": missing, **counts, "seconds": time.perf_counter() - t0,
+            "cache": str(ref.cache_root(setting))}
 
 
 def parser(dataset_default: str):
@@ -278,13 +327,20 @@ def parser(dataset_default: str):
 
     p = forget_parser(dataset_default)
     p.description = "Reminiscence Attack on the model the forget script wrote for the same -method --para1 --para2."
+    for a in p._actions:  # -method is not needed with --refs-only
+        if a.dest == "method":
+            a.required = False
     p.add_argument("--num_ood_dataset", type=int, default=None, help="OOD classes used as non-members")
     p.add_argument("--unlearn_data_percent", type=float, default=None,
                    help="candidate set size, percent of the forget class's training data")
     p.add_argument("--relearning_lr", type=float, nargs="+", default=None, help="one or several learning rates")
-    p.add_argument("--trials", type=int, default=None, help="curves per set type")
+    p.add_argument("--trials", type=int, default=None, help="curves per set type (candidate sets)")
     p.add_argument("--steps", type=int, default=None, help="step cap of each curve")
     p.add_argument("--retain_per_step", type=int, default=None, help="retain samples per step")
+    p.add_argument("--retrain_refs", type=int, default=None,
+                   help="reference models: finished retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1")
+    p.add_argument("--refs-only", "--refs_only", dest="refs_only", action="store_true",
+                   help="only compute (or verify) the cached reference and anchor curves; -method is ignored")
     p.add_argument("--curve_batch", type=int, default=None,
                    help="curves relearned together as one vectorised model (default: 32 on a GPU, 1 on a CPU)")
     return p
@@ -292,24 +348,26 @@ def parser(dataset_default: str):
 
 def main(argv=None, dataset_default: str = "Cifar20"):
     import config
+    from .cli import device_arg
     from .methods import resolve_paras
 
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
-    para1, para2 = resolve_paras(args.method, args.para1, args.para2)
-    defaults = config.ATTACK[setting.dataset]
     given = {k: getattr(args, k) for k in AttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
-    cfg = AttackConfig(**{**defaults, **given})
-    if cfg.trials < 2 or cfg.steps < 1:
-        raise UsageError("--trials must be at least 2 and --steps at least 1")
-    from .cli import device_arg
-
+    cfg = AttackConfig(**{**config.ATTACK[setting.dataset], **given})
+    if args.refs_only:
+        r = reference_curves(setting, cfg=cfg, device=device_arg(args), progress=args.progress)
+        print(f"reference curves of seeds {r['references']} and the anchor: {r['cached']} cached, {r['computed']} "
+              f"computed ({r['seconds']:.1f}s) -> {r['cache']}"
+              + (f"; missing reference seeds {r['missing']}" if r["missing"] else ""))
+        return 0
+    if args.method is None:
+        raise UsageError("-method is required (or pass --refs-only)")
+    para1, para2 = resolve_paras(args.method, args.para1, args.para2)
     res = reminiscence_attack(setting, method=args.method, para1=para1, para2=para2, cfg=cfg,
                               device=device_arg(args), progress=args.progress)
-    for lr, r in res["per_lr"].items():
-        line = "  ".join(f"{g}: AUC {v['auc']:.3f} bal.acc {v['balanced_accuracy_at_fpr_5']:.3f} "
-                         f"TPR@5%FPR {v['tpr_at_fpr_5']:.3f}" for g, v in r["games"].items())
-        print(f"{args.method} lr {lr}: {line}")
-    print(f"{res['curves']} curves, {res['seconds_per_curve']:.3f}s per curve -> "
-          f"{setting.stage_dir('mia_mu_attack', args.method, para1, para2)}")
+    for line in res["lines"]:
+        print(line)
+    print(f"{res['curves']} curves, {res['seconds_per_curve']:.3f}s per curve, {res['seconds']:.1f}s in all -> "
+          f"{attack_dir(setting, args.method, para1, para2)}")
     return 0

@@ -31,6 +31,7 @@ __all__ = [
     "roc_summary",
     "summarise_curves",
     "plot_relearning_curves",
+    "plot_relearning_panels",
     "plot_roc",
 ]
 
@@ -218,10 +219,19 @@ def _new_figure(figsize=(5.0, 3.6)):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save_atomic(fig, stem) -> list[str]:
-    from .checkpoint import save_figure
+def _save_atomic(fig, stem, formats=("png", "pdf"), dpi: int = 150) -> list[str]:
+    import io
 
-    return save_figure(fig, stem)
+    from .checkpoint import atomic_write_bytes
+
+    out = []
+    for ext in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=dpi)
+        path = f"{stem}.{ext}"
+        atomic_write_bytes(path, buf.getvalue())
+        out.append(path)
+    return out
 
 
 def plot_relearning_curves(
@@ -231,33 +241,93 @@ def plot_relearning_curves(
     title: str = "",
     ylabel: str = "accuracy",
     threshold: float = DEFAULT_THRESHOLD,
+    references=None,
 ) -> list[str]:
     """Plot Reminiscence-Attack relearning curves: one mean line with a +-1 std band per
     group (e.g. members vs non-members), x = step 1..cap, dashed line at ``threshold``.
 
-    ``groups`` maps a label to an array of shape (T, cap).  Writes <stem>.png and
-    <stem>.pdf atomically and returns their paths.
+    ``groups`` maps a label to an array of shape (T, cap); ``references`` (optional) is a
+    list of such arrays, one per retrained reference model, drawn as a band. Writes
+    <stem>.png and <stem>.pdf atomically and returns their paths.
     """
     if not groups:
         raise ValueError("groups is empty: give at least one label -> (trials, cap) array")
     fig = _new_figure()
     ax = fig.add_subplot(1, 1, 1)
+    _draw_curves(ax, groups, references, threshold)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    return _save_atomic(fig, stem)
+
+
+def _draw_curves(ax, groups: dict, references, threshold: float):
+    """Mean +- 1 std per group, and the reference population as a band: the range of the
+    references' mean curves (between-model spread) around their pooled mean."""
+    if references:
+        means = np.stack([_as_curves(r).mean(axis=0) for r in references])
+        x = np.arange(1, means.shape[1] + 1)
+        ax.fill_between(x, means.min(axis=0), means.max(axis=0), color="grey", alpha=0.3, linewidth=0,
+                        label=f"retrained references (R={len(references)}): range of their means")
+        ax.plot(x, np.mean([_as_curves(r).mean(axis=0) for r in references], axis=0), color="black",
+                linestyle=":", linewidth=1.2, label="retrained references: pooled mean")
     for label, curves in groups.items():
         c = _as_curves(curves)
         x = np.arange(1, c.shape[1] + 1)
         mean, std = c.mean(axis=0), c.std(axis=0)
         (line,) = ax.plot(x, mean, label=f"{label} (n={c.shape[0]})")
         ax.fill_between(x, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1),
-                        color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.axhline(float(threshold), color="grey", linestyle="--", linewidth=1,
-               label=f"threshold {float(threshold):g}")
+                        color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.axhline(float(threshold), color="grey", linestyle="--", linewidth=1, label=f"threshold {float(threshold):g}")
     ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
+
+
+def plot_relearning_panels(stem, panels: dict, *, title: str = "", threshold: float = DEFAULT_THRESHOLD,
+                           rocs: dict | None = None, formats=("png", "pdf"), dpi: int = 150) -> list[str]:
+    """One panel per attack level: ``panels`` maps a level name to ``(groups, references)``,
+    ``groups`` a label -> (T, cap) array (mean +- std lines) and ``references`` a list of
+    (T, cap) arrays, one per retrained reference model (drawn as a band). ``rocs``
+    (optional, label -> :func:`roc_summary` dict) adds a last panel of ROC curves. One
+    figure, because rendering dominates a small attack's time. Writes <stem>.<format> for
+    each of ``formats`` atomically and returns their paths."""
+    from matplotlib.ticker import MaxNLocator
+
+    if not panels:
+        raise ValueError("panels is empty: give at least one level -> (groups, references)")
+    n = len(panels) + (1 if rocs else 0)
+    fig = _new_figure(figsize=(4.4 * n, 3.9))
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (level, (groups, references)) in zip(axes, panels.items()):
+        if not groups:
+            raise ValueError(f"panel {level!r} has no curve groups")
+        _draw_curves(ax, groups, references, threshold)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{level} level", fontsize=9)
+    axes[0].set_ylabel("accuracy on the candidate set")
+    axes[len(panels) - 1].legend(loc="lower right", fontsize="x-small")
+    if rocs:
+        _draw_rocs(axes[-1], rocs)
+        axes[-1].set_title("ROC", fontsize=9)
     if title:
-        ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
-    return _save_atomic(fig, stem)
+        fig.suptitle(title, fontsize=10)
+    return _save_atomic(fig, stem, formats, dpi)
+
+
+def _draw_rocs(ax, rocs: dict):
+    for label, summary in rocs.items():
+        try:
+            fpr, tpr, auc = summary["fpr"], summary["tpr"], summary["auc"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"rocs[{label!r}] is not a roc_summary() dict (missing {exc})") from None
+        ax.plot(fpr, tpr, label=f"{label} (AUC = {float(auc):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right", fontsize="x-small")
 
 
 def plot_roc(stem, rocs: dict, *, title: str = "") -> list[str]:
@@ -270,18 +340,7 @@ def plot_roc(stem, rocs: dict, *, title: str = "") -> list[str]:
         raise ValueError("rocs is empty: give at least one label -> roc_summary() dict")
     fig = _new_figure(figsize=(4.2, 4.0))
     ax = fig.add_subplot(1, 1, 1)
-    for label, summary in rocs.items():
-        try:
-            fpr, tpr, auc = summary["fpr"], summary["tpr"], summary["auc"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"rocs[{label!r}] is not a roc_summary() dict (missing {exc})") from None
-        ax.plot(fpr, tpr, label=f"{label} (AUC = {float(auc):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
+    _draw_rocs(ax, rocs)
     if title:
         ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
     return _save_atomic(fig, stem)
