@@ -1,0 +1,178 @@
+"""The summary table: known answers over seeds, missing seeds shown, every cell equal to the runs' results.json."""
+import csv
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+import config
+from conftest import run_script
+from unlearn import reference as ref
+from unlearn import summary as SM
+from unlearn.checkpoint import atomic_write_json
+
+METHODS = [("SCRUB", 0.01, 5), ("finetune", 0.1, 20)]
+
+
+def _level(index, ci, direction, auc2, bacc, ood, steps, null_index=(0.1, -0.1), null_band=(-0.5, 0.5)):
+    return {"index": {"index": index, "ci": list(ci), "direction": direction,
+                      "null": {"values": list(null_index), "band": list(null_band)}},
+            "retrain_game": {"auc": auc2, "balanced_accuracy_at_fpr_5": bacc, "auc_one_sided": 0.9,
+                             "tpr_at_fpr_5": 0.5, "tpr_at_fpr_1": 0.25,
+                             "null": {"auc": {"values": [0.4, 0.6]},
+                                      "balanced_accuracy_at_fpr_5": {"values": [0.45, 0.55]}}},
+            "ood_game": {"auc": ood, "null": {"values": [0.7, 0.8]}},
+            "steps_to_threshold": {"model": {"member": steps}}}
+
+
+def _write(s, stage, method, p1, p2, obj):
+    atomic_write_json(s.stage_dir(stage, method, p1, p2) / "results.json", {"status": "ok", **obj})
+
+
+@pytest.fixture()
+def fake(tmp_path):
+    """Three seeds of hand-made results: SCRUB's attack is missing on seed 2, finetune's forget run on seed 1."""
+    from unlearn.setting import Setting
+
+    base = Setting(net="SmallCNN", dataset="Digits", classes=10, forget_class=4, ood_classes=[8, 9],
+                   log_root=str(tmp_path), seed=0)
+    for seed, (d_t, idx, auc2) in enumerate([(90.0, 0.2, 0.8), (92.0, 0.4, 0.9), (94.0, None, None)]):
+        s = dataclasses.replace(base, seed=seed)
+        _write(s, "unlearning", "SCRUB", 0.01, 5, {"metrics": {"d_t": d_t, "d_f": 0.0, "d_r": 99.0, "mia": 5.0},
+                                                   "time": 2.0 + seed})
+        _write(s, "visualization", "SCRUB", 0.01, 5,
+               {"metrics": {"tsne": {"intra_class_variance": 10.0 * (seed + 1), "silhouette": 0.5, "overlap": 0.1}}})
+        if idx is not None:
+            weak = _level(0.0, (-0.1, 0.1), "inside null band", 0.5, 0.5, 0.5, 20.0)  # the weaker lr: not chosen
+            strong = {lv: _level(idx, (idx - 0.1, idx + 0.2), "residual", auc2, 0.7, 0.6 + seed / 10, 8.0 + seed)
+                      for lv in ("output", "feature")}
+            _write(s, "mia_mu_attack", "SCRUB", 0.01, 5,
+                   {"references": [1, 2, 3], "per_lr": {"0.01": {"output": weak, "feature": weak}, "0.05": strong}})
+        if seed != 1:
+            _write(s, "unlearning", "finetune", 0.1, 20,
+                   {"metrics": {"d_t": 80.0, "d_f": 0.0, "d_r": 99.0, "mia": 1.0}, "time": 1.0})
+    return base
+
+
+def test_known_answer_mean_and_std_over_seeds(fake):
+    rows = {r["method"]: r for r in SM.summarise(fake, METHODS, [0, 1, 2])}
+    r = rows["SCRUB"]
+    assert r["d_t"] == pytest.approx(92.0) and r["d_t_std"] == pytest.approx(2.0) and r["d_t_n"] == 3
+    assert r["variance"] == pytest.approx(20.0) and r["variance_std"] == pytest.approx(10.0)
+    assert r["rea_index_out"] == pytest.approx(0.3) and r["rea_index_out_std"] == pytest.approx(math.sqrt(0.02))
+    assert r["rea_index_out_n"] == 2 and r["rea_lr_out"] == 0.05  # the lr with the higher two-sided AUC
+    assert r["rea_auc2_feat"] == pytest.approx(0.85) and r["rea_auc_ood"] == pytest.approx(0.65)
+    assert (r["rea_lo_out"], r["rea_hi_out"]) == pytest.approx((0.1, 0.6))  # the widest of the seeds' intervals
+    assert r["rea_dir_out"] == "residual" and r["rea_steps_out"] == pytest.approx(8.5)
+    assert (r["seeds"], r["seeds_requested"]) == (3, 3)
+    f = rows["finetune"]
+    assert (f["seeds"], f["d_t_n"]) == (2, 2) and f["d_t"] == 80.0 and f["d_t_std"] == 0.0
+    assert math.isnan(f["rea_index_out"]) and f["rea_dir_out"] is None
+
+
+def test_markdown_shows_intervals_missing_seeds_and_the_null_row(fake):
+    rows = SM.summarise(fake, METHODS, [0, 1, 2])
+    null = SM.null_row(fake, METHODS, [0, 1, 2])
+    lines = {l.split(" | ")[0].lstrip("| "): l.split(" | ") for l in SM.to_markdown(rows + [null]).splitlines()[2:]}
+    head = SM.to_markdown(rows).splitlines()[0].strip("| ").split(" | ")
+    scrub = dict(zip(head, lines["SCRUB"]))
+    assert scrub["seeds"] == "3/3" and scrub["d_t"] == "92.00 ± 2.00"
+    assert scrub["rea_index_out"] == "0.30 ± 0.14 [0.10, 0.60] (n=2)"
+    assert scrub["rea_dir_feat"] == "residual (n=2)"
+    assert dict(zip(head, lines["finetune"]))["seeds"] == "2/3"
+    n = dict(zip(head, lines[null["method"]]))
+    assert null["method"] == "null (3 refs)" and n["rea_index_out"] == "0.00 ± 0.12 [-0.50, 0.50]"  # seeds 0, 1 pooled
+    assert n["rea_auc2_out"] == "0.500 ± 0.115" and n["rea_auc_ood"] == "0.750 ± 0.058"
+
+
+def test_direction_votes_over_seeds():
+    cells = [{"rea_dir_out": d, **{k: float("nan") for k in SM._numeric_keys()}, "rea_dir_feat": None}
+             for d in ("residual", "inside null band", "residual")]
+    assert SM._aggregate(cells, 3)["rea_dir_out"] == "residual (2/3)"
+
+
+def test_csv_has_every_column_and_blank_for_missing(fake):
+    text = SM.to_csv(SM.summarise(fake, METHODS, [0, 1, 2]))
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [r["method"] for r in rows] == ["SCRUB", "finetune"]
+    assert rows[1]["rea_index_out"] == "" and "nan" not in text.lower()
+    assert {"rea_index_out", "rea_index_out_std", "rea_index_out_n", "rea_dir_feat", "rea_lo_out"} <= set(rows[0])
+
+
+# ------------------------------------------------------------------ against real runs
+
+REAL = [("baseline", 0, 0), ("negative_grad", 0.01, 2), ("negative_grad_our", None, None)]
+
+
+@pytest.fixture(scope="module")
+def real(digits, pretrained):
+    """Real Digits runs of two methods (forget, attack, distribution) with the default reference population."""
+    from unlearn.attack import AttackConfig, reminiscence_attack
+    from unlearn.forget import unlearn_run
+    from unlearn.methods import resolve_paras
+
+    retrain = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])
+    methods = [(m, *resolve_paras(m, p1, p2)) for m, p1, p2 in REAL] + [("retrain", *retrain)]
+    cfg = AttackConfig(**config.ATTACK["Digits"])
+    have = {s for s, _ in ref.find_references(digits, cfg.retrain_refs)}
+    for seed in ref.reference_seeds(cfg.retrain_refs):
+        if seed not in have:
+            unlearn_run(dataclasses.replace(digits, seed=seed), method="retrain", para1=retrain[0],
+                        para2=retrain[1], device="cpu", progress=False)
+    for m, p1, p2 in methods:
+        unlearn_run(digits, method=m, para1=p1, para2=p2, device="cpu", progress=False)
+        reminiscence_attack(digits, method=m, para1=p1, para2=p2, cfg=cfg, device="cpu", progress=False)
+    r = run_script("run-distribution-metric.py", "--dataset", "Digits", "--log-root", digits.log_root,
+                   "--max-points", "600", "--runs", *[f"{m}:{p1}:{p2}" for m, p1, p2 in methods])
+    assert r.returncode == 0, r.stderr
+    return methods
+
+
+def _expected(s, method, p1, p2, retrain):
+    """Every summary column of one run, read straight from its results.json files."""
+    load = lambda stage, m=method, a=p1, b=p2: json.loads((s.stage_dir(stage, m, a, b) / "results.json").read_text())
+    f, a, v = load("unlearning"), load("mia_mu_attack"), load("visualization")
+    t = v["metrics"]["tsne"]
+    out = {**{k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, "time": f["time"],
+           "time_pct": 100 * f["time"] / load("unlearning", *retrain)["time"], "variance": t["intra_class_variance"],
+           "silhouette": t["silhouette"], "overlap": t["overlap"]}
+    for short, level in (("out", "output"), ("feat", "feature")):
+        lr = max(a["per_lr"], key=lambda k: a["per_lr"][k][level]["retrain_game"]["auc"])
+        lv = a["per_lr"][lr][level]
+        out.update({f"rea_index_{short}": lv["index"]["index"], f"rea_auc2_{short}": lv["retrain_game"]["auc"],
+                    f"rea_bacc_{short}": lv["retrain_game"]["balanced_accuracy_at_fpr_5"],
+                    f"rea_dir_{short}": lv["index"]["direction"]})
+        if short == "out":
+            out["rea_auc_ood"] = lv["ood_game"]["auc"]
+            out["rea_steps_out"] = lv["steps_to_threshold"]["model"]["member"]
+    return out
+
+
+def test_every_summary_cell_matches_the_runs(real, digits):
+    rows, md = SM.write_summary(digits, real, [digits.seed])
+    disk = {r["method"]: r for r in csv.DictReader((SM.Path(digits.log_root) / "summary.csv").open())}
+    retrain = next(m for m in real if m[0] == "retrain")
+    checked = 0
+    for method, p1, p2 in real:
+        exp = _expected(digits, method, p1, p2, retrain)
+        assert set(exp) == {k for k, _ in SM.COLUMNS}  # no column escapes the comparison
+        for k, v in exp.items():
+            if isinstance(v, str):
+                assert disk[method][k] == v, (method, k)
+            else:
+                assert float(disk[method][k]) == pytest.approx(v, rel=1e-9, abs=1e-12), (method, k)
+            checked += 1
+        assert disk[method]["seeds"] == "1"
+    assert checked == len(real) * len(SM.COLUMNS)
+    assert (SM.Path(digits.log_root) / "summary_comparison.png").stat().st_size > 0
+    assert "null (3 refs)" in (SM.Path(digits.log_root) / "summary.md").read_text()
+
+
+def test_real_verdicts_make_sense(real, digits):
+    rows = {r["method"]: r for r in SM.summarise(digits, real, [digits.seed])}
+    assert rows["baseline"]["rea_index_out"] == pytest.approx(1.0)
+    assert rows["baseline"]["rea_dir_out"] == rows["baseline"]["rea_dir_feat"] == "residual"
+    assert rows["retrain"]["rea_dir_out"] == rows["retrain"]["rea_dir_feat"] == "inside null band"
+    assert np.isfinite(rows["negative_grad"]["rea_index_feat"])
