@@ -17,30 +17,32 @@ DATA_ROOT = os.environ.get("UNLEARN_DATA_ROOT", "./data")
 LOG_ROOT = os.environ.get("UNLEARN_LOG_ROOT", "./log_files")
 
 # Shared pretraining recipe (the paper's): SGD, momentum 0.9, weight decay 5e-4,
-# MultiStepLR gamma 0.2 after one linear warm-up epoch.
+# MultiStepLR gamma 0.2 after one linear warm-up epoch. Per dataset, `augment` (random crop +
+# flip) is off everywhere, as the paper's 2024 code: its models memorise (~100% retain-train,
+# ~65% test accuracy), which is what membership attacks feed on. `retrain` uses the same recipe.
 PRETRAIN_DEFAULTS = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, gamma=0.2, warmup_epochs=1, batch_size=64)
 
 DATASETS = {
     "Cifar20": dict(
         classes=20, ood_classes=[12, 16, 17, 18, 19], forget_class=4, net="ResNet18", image_shape=(3, 32),
-        epochs=40, milestones=[15, 30, 35],
+        epochs=40, milestones=[15, 30, 35], augment=False,
     ),
     "Cifar100": dict(
         classes=100, ood_classes=[95, 96, 97, 98, 99], forget_class=4, net="ResNet18", image_shape=(3, 32),
-        epochs=200, milestones=[60, 120, 160],
+        epochs=200, milestones=[60, 120, 160], augment=False,
     ),
     "Imagenet64": dict(  # the first 100 classes, resized to 32x32 as the paper
         classes=100, ood_classes=[95, 96, 97, 98, 99], forget_class=4, net="ResNet18", image_shape=(3, 32),
-        epochs=200, milestones=[60, 120, 160],
+        epochs=200, milestones=[60, 120, 160], augment=False,
     ),
     # CPU-scale: 10 classes, two held out as OOD.
     "Digits": dict(
         classes=10, ood_classes=[8, 9], forget_class=4, net="SmallCNN", image_shape=(1, 8),
-        epochs=30, milestones=[15, 25], lr=0.05, batch_size=32,
+        epochs=30, milestones=[15, 25], lr=0.05, batch_size=32, augment=False,
     ),
     "FashionMNIST": dict(
         classes=10, ood_classes=[8, 9], forget_class=4, net="SmallCNN", image_shape=(1, 28),
-        epochs=8, milestones=[4, 6], lr=0.05, batch_size=128,
+        epochs=30, milestones=[15, 25], lr=0.05, batch_size=128, augment=False,
     ),
 }
 
@@ -73,9 +75,10 @@ ATTACK = {
 
 # Recommended (method, para1, para2) per dataset, as the paper's run.py. para1/para2
 # mean what each method documents (`python forget_full_class_main_cifar20.py --help`,
-# unlearn/methods/*.py); None takes the method's default (for _our: its over-unlearning default).
+# unlearn/methods/*.py); None takes the method's default (for _our: its over-unlearning default;
+# for retrain: the dataset's pretraining recipe). OUR is the paper's 2025 defence (one method).
 _PAPER_LIST = [
-    ("retrain", 0.01, 40), ("finetune", 0.025, 10), ("negative_grad", 0.01, 2), ("amnesiac", 1e-4, 3),
+    ("retrain", None, None), ("finetune", 0.025, 10), ("negative_grad", 0.01, 2), ("amnesiac", 1e-4, 3),
     ("badteacher", 1e-4, 3), ("ssd_tuning", 1, 1), ("Wfisher", 50, None), ("FisherForgetting", None, None),
     ("UNSIR", None, None), ("FT_prune", 0.01, 10), ("SalUn", None, None), ("SCRUB", None, None),
     ("boundary_shrink", None, None),
@@ -83,21 +86,40 @@ _PAPER_LIST = [
 _OUR = ["finetune", "negative_grad", "amnesiac", "badteacher", "ssd_tuning", "Wfisher", "FisherForgetting",
         "UNSIR", "FT_prune", "SalUn", "SCRUB", "boundary_shrink"]
 MU_METHOD_LIST = {
-    "Cifar20": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
-    "Cifar100": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
-    "Imagenet64": [("baseline", 0, 0), *_PAPER_LIST, *[(m + "_our", None, None) for m in _OUR]],
-    # CPU-scale settings under which every method forgets (d_f <= 10%) and keeps d_t within 10 points.
+    "Cifar20": [("baseline", 0, 0), *_PAPER_LIST, ("OUR", None, None), *[(m + "_our", None, None) for m in _OUR]],
+    "Cifar100": [("baseline", 0, 0), *_PAPER_LIST, ("OUR", None, None), *[(m + "_our", None, None) for m in _OUR]],
+    "Imagenet64": [("baseline", 0, 0), *_PAPER_LIST, ("OUR", None, None),
+                   *[(m + "_our", None, None) for m in _OUR]],
+    # CPU-scale settings under which every method but those of OFF_TARGET forgets (d_f <= 10%) and keeps
+    # d_t within 10 points of the baseline's (99.7) on seeds 0, 1 and 2, on the default pretrained model
+    # (no augmentation: retain-train 100%, test 99.7%). Worst d_t / d_f over the three seeds in the comments.
     "Digits": [
-        ("baseline", 0, 0), ("retrain", 0.01, 15),
-        ("finetune", 0.1, 20, {"weight_decay": 0.02}), ("negative_grad", 0.01, 3), ("amnesiac", 0.01, 3),
-        ("badteacher", 1e-3, 3), ("ssd_tuning", 0.03, 0.01), ("Wfisher", 100, 1000),
-        ("FisherForgetting", None, None), ("UNSIR", 0.01, 2), ("FT_prune", 0.01, 10, {"l1": 0.02}),
-        ("SalUn", None, None), ("SCRUB", 0.01, 5), ("boundary_shrink", None, None),
-        ("finetune_our", 0.1, 20, {"weight_decay": 0.005}), ("negative_grad_our", None, None), ("amnesiac_our", 0.05, 5),
-        ("badteacher_our", 1e-2, 3), ("ssd_tuning_our", 0.001, 0.0001), ("Wfisher_our", None, None),
-        ("FisherForgetting_our", None, None), ("UNSIR_our", None, None),
-        ("FT_prune_our", 0.05, 5, {"over_l1": 0.05}), ("SalUn_our", None, None), ("SCRUB_our", 0.01, 5),
-        ("boundary_shrink_our", 1e-2, 10),
+        ("baseline", 0, 0), ("retrain", None, None),                                 # 99.5 / 0
+        ("finetune", 0.1, 20, {"weight_decay": 0.02}),                               # 100 / 0
+        ("negative_grad", 0.02, 5),                                                  # 97.4 / 4.7
+        ("amnesiac", 0.01, 3),                                                       # 98.2 / 0
+        ("badteacher", 1e-3, 3),                                                     # 98.9 / 0
+        ("ssd_tuning", 1, 1),                                                        # 99.7 / 0
+        ("Wfisher", 100, 1000),                                                      # 68.9 / 4.7: OFF_TARGET
+        ("FisherForgetting", None, None),                                            # 94.2 / 0
+        ("UNSIR", 0.01, 2),                                                          # 98.7 / 0
+        ("FT_prune", 0.01, 10, {"l1": 0.01}),                                        # 98.2 / 0
+        ("SalUn", None, None),                                                       # 99.5 / 0
+        ("SCRUB", 0.01, 5),                                                          # 99.2 / 0
+        ("boundary_shrink", None, None),                                             # 97.9 / 0
+        ("OUR", 0.01, 5),                                                            # 98.4 / 6.3
+        ("finetune_our", 0.1, 20, {"weight_decay": 0.005}),                          # 99.5 / 0
+        ("negative_grad_our", 0.02, 5),                                              # 97.9 / 0
+        ("amnesiac_our", 0.01, 3),                                                   # 98.9 / 0
+        ("badteacher_our", 1e-2, 3),                                                 # 99.5 / 0
+        ("ssd_tuning_our", None, None),                                              # 99.7 / 0
+        ("Wfisher_our", None, None),                                                 # 99.5 / 0
+        ("FisherForgetting_our", None, None),                                        # 97.4 / 0
+        ("UNSIR_our", 0.01, 0),                                                      # 97.9 / 0
+        ("FT_prune_our", 0.05, 5, {"over_l1": 0.05}),                                # 99.2 / 0
+        ("SalUn_our", None, None),                                                   # 99.5 / 0
+        ("SCRUB_our", 0.01, 5),                                                      # 97.9 / 0
+        ("boundary_shrink_our", 1e-2, 10),                                           # 98.4 / 0
     ],
     # Settings from a sweep of 95 runs on the default FashionMNIST model (seed 0; the ones marked
     # were checked on seed 1 too); d_t / d_f of that sweep in the comments.
@@ -115,6 +137,7 @@ MU_METHOD_LIST = {
         ("SalUn", 0.013, 3),                                                   # 91.7 / 0
         ("SCRUB", 5e-3, 1),                                                    # 89.1 / 4.8 (seed 1: 86.2 / 3.2)
         ("boundary_shrink", 1e-4, 3),                                          # 89.0 / 0
+        ("OUR", None, None),
         ("finetune_our", 0.1, 2), ("negative_grad_our", 3e-4, 1), ("amnesiac_our", 0.0025, 1),
         ("badteacher_our", 1e-3, 3), ("ssd_tuning_our", 0.005, 0.4), ("Wfisher_our", 120, 1000),
         ("FisherForgetting_our", 1e-5, 1000, {"fisher": "mc", "fisher_samples": 2000}), ("UNSIR_our", 0.02, 0),
@@ -136,11 +159,11 @@ DISTRIBUTION_MAX_POINTS = {"FashionMNIST": 2000}
 # Digits method that misses is listed here.
 OFF_TARGET = {
     "Digits": {
-        "ssd_tuning": "depends on the pretrained model: (0.03, 0.01) forgets on the model run.py pretrains with 2 "
-                      "threads (d_t 99.5, d_f 0) but not on the tests' 1-thread model (d_f 100), which needs alpha "
-                      "<= 0.005, where the 2-thread model loses 30 points of d_t",
-        "Wfisher": "no single step size does both: alpha 100 keeps d_t 96.6 with d_f 87; 130 gives d_f 48 with "
-                   "d_t 92; 300 collapses the model (d_t 15)",
+        "Wfisher": "no single step size does both, with either estimator (d_t / d_f, seed 0; at alpha 100 seeds "
+                   "1 and 2 give the same): the exact solve gives 95.5 / 96.9 at alpha 50, 80.5 / 69.3 at 70, "
+                   "73.2 / 17.3 at 90, 68.9 / 4.7 at 100; the paper's one-vector estimate (--opt estimator=paper) "
+                   "91.6 / 95.3 at 50, 78.9 / 62.2 at 70, 72.9 / 21.3 at 85, 66.8 / 0 at 100. On run.py's "
+                   "2-thread model (baseline d_t 100) alpha 80-100 forgets (d_f 0) at d_t 82.6-83.7",
     },
     "FashionMNIST": {
         "badteacher": "seed-dependent: (1e-4, 3, T 0.05) gives d_f 5.9 / 22.6 / 10.0 on seeds 0 / 1 / 2; at T 1 "

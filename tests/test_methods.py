@@ -47,33 +47,54 @@ def test_method_runs_and_writes_finite_metrics(runs, digits, method):
     assert header.split("\t") == ["d_t", "d_f", "d_r", "mia", "time"] and len(row.split("\t")) == 5
 
 
+def trainable(digits) -> list[str]:
+    """Names of the trainable parameters (BatchNorm running statistics are buffers, not counted)."""
+    return [n for n, p in digits.new_model().named_parameters() if p.requires_grad]
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_method_changes_model_except_baseline(runs, digits, method):
+def test_method_changes_trainable_weights_except_baseline(runs, digits, method):
     pre = state(digits.pretrain_dir(pretrain_l1(method, "Digits")) / "best.pth")
     res = runs[method]
     post = state(digits.stage_dir("unlearning", method, res["para1"], res["para2"]) / "model.pth")
-    params = [k for k in pre if pre[k].is_floating_point()]
-    changed = [k for k in params if not torch.equal(pre[k], post[k])]
+    names = trainable(digits)
+    assert names and set(names) <= set(pre)
+    changed = [k for k in names if not torch.equal(pre[k], post[k])]
     if method == "baseline":
         assert not changed
     elif method == "retrain":
-        weights = [k for k in params if "running" not in k]
-        assert set(weights) <= set(changed), "retrain must re-initialise every layer"
+        assert set(names) == set(changed), "retrain must re-initialise every layer"
     else:
-        assert changed
+        assert changed, "no trainable weight changed"
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m.endswith("_our")])
+def test_weight_check_ignores_running_statistics(digits, pretrained):
+    """A model whose BatchNorm statistics moved but no weight did counts as unchanged."""
+    pre = state(digits.pretrain_dir() / "best.pth")
+    model = digits.new_model()
+    model.load_state_dict(pre)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, 1, 8, 8).contiguous(memory_format=torch.channels_last))
+    post = model.state_dict()
+    assert any(not torch.equal(pre[k], post[k]) for k in pre if "running" in k)
+    assert all(torch.equal(pre[k], post[k]) for k in trainable(digits))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if get_method(m)[1]])
 def test_our_mid_point_and_replay(runs, digits, method):
     res = runs[method]
     folder = digits.stage_dir("unlearning", method, res["para1"], res["para2"])
     mid, final = state(folder / "mid.pth"), state(folder / "model.pth")
-    assert any(not torch.equal(mid[k], final[k]) for k in mid)
+    assert any(not torch.equal(mid[k], final[k]) for k in trainable(digits))
     assert res["mid"]["metrics"]["d_r"] <= res["metrics"]["d_r"] + 1e-9, "replay must not lower d_r"
+    phases = res["phases"]
+    assert phases["over_seconds"] > 0 and phases["replay_seconds"] > 0
+    assert res["time"] == pytest.approx(phases["over_seconds"] + phases["replay_seconds"])
 
 
 def test_replay_raises_retain_accuracy_somewhere(runs):
-    gains = [runs[m]["metrics"]["d_r"] - runs[m]["mid"]["metrics"]["d_r"] for m in METHODS if m.endswith("_our")]
+    gains = [runs[m]["metrics"]["d_r"] - runs[m]["mid"]["metrics"]["d_r"] for m in METHODS if get_method(m)[1]]
     assert max(gains) > 1.0
 
 
@@ -132,3 +153,186 @@ def test_recommended_digits_settings_forget_and_keep_utility(runs):
     assert set(bad) <= set(known), f"(d_f, d_t) off target, baseline d_t {base:.1f}: {bad}; documented: {set(known)}"
     never = {m for m, why in known.items() if not why.startswith(("depends on", "seed-dependent"))}
     assert never <= set(bad), f"documented as missing but on target now: {never - set(bad)}"
+
+
+# --- options: declared at registration, checked in one line -------------------------------------------------
+
+
+def _read_options(module) -> set[str]:
+    """Names a method module reads with ``ctx.opt("name", ...)`` (from its source)."""
+    import ast
+    import inspect
+
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "opt"
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            names.add(node.args[0].value)
+    return names
+
+
+@pytest.mark.parametrize("method", list_methods(include_our=False))
+def test_every_option_a_method_reads_is_declared(method):
+    import inspect
+
+    from unlearn.methods import COMMON_OPTIONS, REPLAY_OPTIONS
+
+    spec, _ = get_method(method)
+    declared = {o.name for o in (*spec.options, *COMMON_OPTIONS, *REPLAY_OPTIONS)}
+    read = _read_options(inspect.getmodule(inspect.unwrap(spec.fn)))
+    assert read <= declared, f"{method} reads undeclared options {read - declared}"
+    for o in spec.options:
+        assert o.meaning and o.phase in ("both", "plain", "over")
+        assert o.default is None or o.coerce(o.default, method) == o.default
+
+
+def test_reading_an_undeclared_option_is_a_programming_error():
+    from unlearn.methods import Context, declared_options
+
+    ctx = Context(model=None, data=None, device="cpu", generator=None, options={"alpha": "0.5"},
+                  declared=declared_options("negative_grad"))
+    assert ctx.opt("alpha") == 0.5 and ctx.opt("momentum") == 0.0
+    with pytest.raises(KeyError):
+        ctx.opt("aplha")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_option_is_a_one_line_error_listing_the_options(method):
+    from unlearn.methods import check_options, declared_options
+
+    with pytest.raises(UsageError) as e:
+        check_options(method, {"no_such_option": 1})
+    msg = str(e.value)
+    assert "\n" not in msg and "no_such_option" in msg
+    assert all(name in msg for name in declared_options(method))
+    assert check_options(method, {}) == {}
+
+
+def test_option_phases_and_types():
+    from unlearn.methods import check_options
+
+    with pytest.raises(UsageError, match="FT_prune_our only"):
+        check_options("FT_prune", {"over_l1": 0.1})
+    with pytest.raises(UsageError, match="FT_prune only"):
+        check_options("FT_prune_our", {"l1": 0.1})
+    with pytest.raises(UsageError, match="one of fgsm, pgd"):
+        check_options("boundary_shrink", {"attack": "cw"})
+    with pytest.raises(UsageError, match="whole number"):
+        check_options("UNSIR", {"noise_batch": 1.5})
+    assert check_options("boundary_shrink", {"freeze_bn": 0, "bound": 1}) == {"freeze_bn": False, "bound": 1.0}
+    assert check_options("finetune_our", {"replay_schedule": "constant"}) == {"replay_schedule": "constant"}
+    with pytest.raises(UsageError):
+        check_options("finetune", {"replay_schedule": "constant"})  # no replay without _our
+
+
+@pytest.mark.parametrize("dataset", sorted(config.MU_METHOD_LIST))
+def test_config_lists_use_declared_options(dataset):
+    from unlearn.methods import check_options
+
+    for method, *_, opts in [(*e, {}) if len(e) == 3 else e for e in config.MU_METHOD_LIST[dataset]]:
+        check_options(method, opts)
+
+
+def test_misspelt_opt_exits_2_and_writes_nothing(tmp_path, digits, pretrained):
+    from conftest import run_script
+
+    r = run_script("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "negative_grad",
+                   "--opt", "aplha=0.9", "--log-root", digits.log_root)
+    assert r.returncode == 2
+    line = r.stderr.strip()
+    assert "\n" not in line and "aplha" in line and "alpha" in line and "momentum" in line
+    assert not digits.stage_dir("unlearning", "negative_grad", 0.01, 2).exists()
+
+
+def test_help_text_of_options():
+    """``MethodSpec.options_text`` is what ``--help`` shows per method (forget.methods_epilog)."""
+    text = get_method("OUR")[0].options_text
+    assert "ortho_weight=2.0: weight of the orthogonality loss" in text and "replay_schedule=stepped" in text
+    assert "over_l1=0.001" in get_method("FT_prune")[0].options_text and "(_our only)" in get_method("FT_prune")[0].options_text
+
+
+# --- known answers for the numerical cores ---------------------------------------------------------------------
+
+
+def _tiny(n=12, d=5, k=3, seed=0):
+    from datasets.splits import TensorSet
+
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(d, 4), torch.nn.Tanh(), torch.nn.Linear(4, k))
+    x = torch.randn(n, d, generator=g)
+    y = torch.randint(0, k, (n,), generator=g)
+    return model, TensorSet(x, y, torch.arange(n), "tiny")
+
+
+@pytest.mark.parametrize("max_gb", [2.0, 1e-7])  # one chunk, and one sample per chunk
+def test_woodfisher_solve_equals_dense_inverse(max_gb):
+    from unlearn.methods.wfisher import per_sample_grads, woodbury_inverse_product
+
+    model, ts = _tiny()
+    G = per_sample_grads(model, ts.x, ts.y).double()
+    n, p = G.shape
+    v = torch.randn(p, generator=torch.Generator().manual_seed(1))
+    dense = torch.linalg.solve(torch.eye(p, dtype=torch.float64) + G.T @ G / n, v.double())
+    got = woodbury_inverse_product(model, ts, v, max_gb=max_gb)
+    assert torch.allclose(got.double(), dense, rtol=1e-4, atol=1e-5)
+
+
+def test_paper_woodfisher_recursion_known_answer():
+    """Two samples by hand: o = g1; k = v - (v.g2 / (n + g1.g2)) g1."""
+    from unlearn.methods.wfisher import one_vector_recursion, per_sample_grads
+
+    model, ts = _tiny(n=2)
+    g1, g2 = per_sample_grads(model, ts.x, ts.y)
+    v = torch.randn(g1.numel(), generator=torch.Generator().manual_seed(2))
+    n = 10
+    expected = v - (v @ g2) / (n + g1 @ g2) * g1
+    assert torch.allclose(one_vector_recursion(model, ts, v, n=n), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ssd_dampening_on_hand_made_importances():
+    from unlearn.methods.ssd_tuning import dampening_factor
+
+    imp_forget = torch.tensor([1.0, 10.0, 100.0, 0.0])
+    imp_full = torch.tensor([2.0, 2.0, 2.0, 2.0])
+    # alpha 2: selected where imp_forget > 4 (entries 1, 2); factor min(lam * full / forget, 1)
+    got = dampening_factor(imp_forget, imp_full, alpha=2.0, lam=1.0)
+    assert torch.allclose(got, torch.tensor([1.0, 0.2, 0.02, 1.0]))
+    got = dampening_factor(imp_forget, imp_full, alpha=2.0, lam=10.0)  # 10 * 2 / 10 > 1: clamped
+    assert torch.allclose(got, torch.tensor([1.0, 1.0, 0.2, 1.0]))
+
+
+def test_fisher_noise_scale_known_answer():
+    from unlearn.methods.fisher_forgetting import noise_mean_var
+
+    w = torch.ones(3, 2)
+    fisher = torch.tensor([[1.0, 3.0], [0.0, 0.0], [1e6, 1e6]])  # 1/F: 1, 1/3 | clamp | 1e-6
+    mu, var = noise_mean_var(w, fisher, alpha=0.5, clamp=100.0, is_head=False, forget_index=0)
+    expected = torch.tensor([(1 + 1 / 3) / 2, 100.0, 1e-6]) * 0.5  # averaged over the input dimension
+    assert torch.equal(mu, w)
+    assert torch.allclose(var, expected.view(3, 1).expand(3, 2), rtol=1e-5)
+    mu, var = noise_mean_var(w, fisher, alpha=0.5, clamp=100.0, is_head=True, forget_index=1)
+    assert torch.equal(mu[1], torch.zeros(2)) and torch.equal(mu[0], w[0])
+    assert torch.allclose(var[1], torch.full((2,), 1e-3))  # 1e-4, times the head's 10
+    assert torch.allclose(var[0], torch.full((2,), 10 * 0.5 * min((1 + 1 / 3) / 2, 10.0)))  # head clamp / 10
+    b = torch.ones(2)
+    _, var = noise_mean_var(b, torch.tensor([4.0, 0.0]), alpha=1.0, clamp=100.0, is_head=False, forget_index=0)
+    assert torch.allclose(var, torch.tensor([2.5, 1000.0]), rtol=1e-5)  # 1-d parameters: 10x
+
+
+def test_salun_leaves_unmasked_weights_untouched(digits, pretrained, tmp_path):
+    from unlearn.methods import Context
+    from unlearn.methods.salun import compute_mask
+
+    model, _ = digits.load_model(digits.pretrain_dir() / "best.pth", "cpu")
+    data = digits.load_data("cpu")
+    mask = compute_mask(model, data.forget_train, 0.1)
+    torch.save(mask, tmp_path / "mask.pt")
+    pre = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = Context(model=model, data=data, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                  progress=False, options={"mask_path": str(tmp_path / "mask.pt")})
+    post = get_method("SalUn")[0].fn(ctx, 0.05, 2).state_dict()
+    moved = 0
+    for n in trainable(digits):
+        assert torch.equal(pre[n][~mask[n]], post[n][~mask[n]]), f"{n}: an unmasked weight moved"
+        moved += int((pre[n][mask[n]] != post[n][mask[n]]).sum())
+    assert moved > 0.5 * sum(int(m.sum()) for m in mask.values())

@@ -47,6 +47,19 @@ def l1_norm(model: torch.nn.Module) -> torch.Tensor:
     return sum(p.abs().sum() for p in model.parameters())
 
 
+class Sized:
+    """An iterable of batches with a known length (so a progress bar can show it)."""
+
+    def __init__(self, it: Iterable, length: int):
+        self.it, self.length = it, int(length)
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def __len__(self):
+        return self.length
+
+
 @dataclass
 class LoopConfig:
     """How to iterate: batch size, epochs, augmentation and an L1 weight (constant or per-epoch schedule)."""
@@ -81,35 +94,46 @@ def train_epochs(
     from datasets.splits import augment_batch
 
     history, step = [], 0
-    for epoch in range(loop.epochs):
-        model.train()
-        l1w = loop.l1(epoch) if callable(loop.l1) else loop.l1
-        total, count = 0.0, 0
-        it = tqdm(batches(epoch), desc=f"{loop.desc} {epoch + 1}/{loop.epochs}", leave=False,
-                  disable=not loop.progress, mininterval=1.0)
-        for batch in it:
-            if loop.augment:
-                batch = (augment_batch(batch[0], generator=generator, **loop.augment), *batch[1:])
-            loss = step_loss(model, batch)
-            if l1w:
-                loss = loss + l1w * l1_norm(model)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise Diverged(step, value)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and step_scheduler:
+    # One bar for the whole loop, counting optimiser steps; shown only once a loop has run for
+    # `delay` seconds, so quick loops leave no empty bar behind (per-epoch bars printed "0it" each).
+    bar = tqdm(total=None, desc=loop.desc, unit="step", leave=False, disable=not loop.progress, mininterval=1.0,
+               delay=2.0)
+    try:
+        for epoch in range(loop.epochs):
+            model.train()
+            l1w = loop.l1(epoch) if callable(loop.l1) else loop.l1
+            total, count = 0.0, 0
+            epoch_batches = batches(epoch)
+            if epoch == 0 and hasattr(epoch_batches, "__len__"):
+                bar.total = loop.epochs * len(epoch_batches)
+            bar.set_description(f"{loop.desc} {epoch + 1}/{loop.epochs}", refresh=False)
+            for batch in epoch_batches:
+                if loop.augment:
+                    batch = (augment_batch(batch[0], generator=generator, **loop.augment), *batch[1:])
+                loss = step_loss(model, batch)
+                if l1w:
+                    loss = loss + l1w * l1_norm(model)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise Diverged(step, value)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None and step_scheduler:
+                    scheduler.step()
+                step += 1
+                total += value
+                count += 1
+                bar.update(1)
+            if scheduler is not None and not step_scheduler:
                 scheduler.step()
-            step += 1
-            total += value
-            count += 1
-        if scheduler is not None and not step_scheduler:
-            scheduler.step()
-        record = {"epoch": epoch + 1, "loss": total / max(count, 1)}
-        history.append(record)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+            record = {"epoch": epoch + 1, "loss": total / max(count, 1)}
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    finally:
+        bar.close()
     return history
 
 

@@ -15,7 +15,7 @@ from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results, s
 from .cli import base_parser, device_arg
 from .engine import resolve_device, seed_everything
 from .errors import Diverged, UsageError
-from .methods import Context, check_paras, get_method, list_methods, pretrain_l1, resolve_paras
+from .methods import Context, check_options, check_paras, get_method, list_methods, pretrain_l1, resolve_paras
 from .metrics import evaluate_unlearning
 from .our import ReplayConfig, run_our
 from .runinfo import environment
@@ -96,6 +96,7 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     spec, our = get_method(method)
     para1, para2 = resolve_paras(method, para1, para2)
     check_paras(method, para1, para2)
+    check_options(method, options)
     l1 = pretrain_l1(method, setting.dataset)
     weight_path = Path(weight_path) if weight_path else setting.pretrain_dir(l1) / "best.pth"
     if mask_path is not None and not Path(mask_path).is_file():

@@ -1,22 +1,24 @@
-"""Pretraining on the in-distribution classes (the paper's recipe).
+"""Pretraining on the in-distribution classes (the paper's recipe, :mod:`unlearn.recipe`).
 
 SGD with momentum 0.9 and weight decay 5e-4, one linear warm-up epoch, then
-MultiStepLR (gamma 0.2) at the dataset's milestones; random crop + flip done on
-tensors; OOD classes never seen. ``--l1`` adds an L1 penalty for a sparse model
-(used by ``Wfisher_our``). Keeps the best epoch by in-distribution test accuracy.
+MultiStepLR (gamma 0.2) at the dataset's milestones; random crop + flip on
+tensors only where config.py's ``augment`` says so (off for every dataset, as
+the paper's 2024 code: its models memorise); OOD classes never seen. ``--l1``
+adds an L1 penalty for a sparse model (used by ``Wfisher_our``). Keeps the best
+epoch by in-distribution test accuracy.
 """
 from __future__ import annotations
 
 import json
 import time
-
-import torch
+from dataclasses import replace
 
 import config
 from .checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
 from .cli import base_parser, device_arg
-from .engine import LoopConfig, accuracy, ce_step, resolve_device, seed_everything, sgd, train_epochs
+from .engine import accuracy, resolve_device, seed_everything
 from .errors import Diverged
+from .recipe import fit, pretrain_recipe, warmup_multistep  # noqa: F401  (warmup_multistep: moved there)
 from .runinfo import environment
 from .setting import Setting
 
@@ -29,36 +31,21 @@ def parser(dataset_default: str):
     return p
 
 
-def warmup_multistep(optimizer, *, steps_per_epoch: int, warmup_epochs: int, milestones, gamma: float):
-    """Per-step LR factor: linear warm-up over ``warmup_epochs``, then MultiStep decay by epoch."""
-
-    def factor(step: int) -> float:
-        epoch = step // max(steps_per_epoch, 1)
-        if epoch < warmup_epochs:
-            return (step + 1) / (steps_per_epoch * warmup_epochs)
-        return gamma ** sum(epoch >= m for m in milestones)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: float, device,
              progress: bool = True) -> dict:
-    """Train, write best/last checkpoints and results.json; return the results."""
-    cfg = config.dataset_config(setting.dataset)
+    """Train with the dataset's recipe (:mod:`unlearn.recipe`; ``lr``, ``epochs``, ``batch_size`` override it),
+    write best/last checkpoints and results.json; return the results.
+
+    Milestones scale with ``epochs`` when it differs from the recipe's (:meth:`TrainRecipe.with_epochs`).
+    """
+    recipe = replace(pretrain_recipe(setting.dataset).with_epochs(epochs), lr=float(lr), batch_size=int(batch_size))
     device = resolve_device(device)
     gen = seed_everything(setting.seed)
     data = setting.load_data(device)
     model = setting.new_model(device)
     train, test = data.in_train, data.in_test
     out = setting.pretrain_dir(l1)
-    resolved = {**setting.as_dict(), "lr": lr, "epochs": epochs, "batch_size": batch_size, "l1": l1,
-                "milestones": cfg["milestones"], "gamma": cfg["gamma"], "momentum": cfg["momentum"],
-                "weight_decay": cfg["weight_decay"], "warmup_epochs": cfg["warmup_epochs"], "device": str(device)}
-    opt = sgd(model, lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    steps = (len(train) + batch_size - 1) // batch_size
-    sched = warmup_multistep(opt, steps_per_epoch=steps, warmup_epochs=cfg["warmup_epochs"],
-                             milestones=cfg["milestones"], gamma=cfg["gamma"])
-    raw = data.raw
+    resolved = {**setting.as_dict(), **recipe.as_dict(), "l1": l1, "device": str(device)}
     meta = dict(model_name=setting.net, num_classes=setting.num_outputs, dataset=setting.dataset,
                 class_map=setting.split.class_map, config=resolved)
     state = {"best": -1.0, "best_epoch": 0, "epochs": []}
@@ -66,8 +53,9 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
     log_lines: list[str] = []
 
     def on_epoch_end(epoch, record):
-        record.update(train_acc=accuracy(model, train), test_acc=accuracy(model, test), lr=opt.param_groups[0]["lr"],
-                      seconds=time.perf_counter() - t0)
+        record.update(train_acc=accuracy(model, train), test_acc=accuracy(model, test),
+                      retain_train_acc=accuracy(model, data.retain_train),
+                      retain_test_acc=accuracy(model, data.retain_test), seconds=time.perf_counter() - t0)
         state["epochs"].append(record)
         log_lines.append(json.dumps(record))
         atomic_write_text(out / "log.jsonl", "\n".join(log_lines) + "\n")
@@ -75,16 +63,14 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
             state.update(best=record["test_acc"], best_epoch=epoch + 1,
                          best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
         if progress:
-            print(f"epoch {epoch + 1}/{epochs} loss {record['loss']:.4f} train {record['train_acc']:.4f} "
+            print(f"epoch {epoch + 1}/{recipe.epochs} loss {record['loss']:.4f} train {record['train_acc']:.4f} "
                   f"test {record['test_acc']:.4f}", flush=True)
 
     t0 = time.perf_counter()
     status, diverged = "ok", None
     try:
-        train_epochs(model, lambda e: train.batches(batch_size, shuffle=True, generator=gen), ce_step, opt,
-                     loop=LoopConfig(epochs=epochs, batch_size=batch_size, l1=l1, desc="pretrain", progress=progress,
-                                     augment=dict(padding=raw.crop_padding, hflip=raw.hflip)),
-                     scheduler=sched, step_scheduler=True, on_epoch_end=on_epoch_end, generator=gen)
+        fit(model, train, recipe, raw=data.raw, generator=gen, l1=l1, desc="pretrain", progress=progress,
+            on_epoch_end=on_epoch_end)
     except Diverged as d:
         status, diverged = "diverged", {"step": d.step, "loss": str(d.loss)}
     seconds = time.perf_counter() - t0
@@ -93,8 +79,10 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
     if "best_state" in state:
         model.load_state_dict(state["best_state"])
     save_checkpoint(out / "best.pth", model, **meta, extra={"epoch": state["best_epoch"]})
+    best = state["epochs"][state["best_epoch"] - 1] if state["best_epoch"] else {}
     results = {"status": status, "diverged": diverged, "config": resolved, "best_test_acc": state["best"],
-               "best_epoch": state["best_epoch"], "seconds": seconds, "epochs": state["epochs"],
+               "best_epoch": state["best_epoch"], "best_retain_train_acc": best.get("retain_train_acc"),
+               "best_retain_test_acc": best.get("retain_test_acc"), "seconds": seconds, "epochs": state["epochs"],
                "environment": environment()}
     atomic_write_json(out / "results.json", results)
     return results

@@ -2,11 +2,19 @@
 
 ``get_method("negative_grad_our")`` returns the spec of ``negative_grad`` and
 ``our=True``: the ``_our`` suffix selects Over-Unlearning & Replay
-(:mod:`unlearn.our`) for any approximate method, implemented once.
+(:mod:`unlearn.our`) for any approximate method, implemented once. A method
+registered with ``is_our=True`` (the paper's 2025 ``OUR``) is that protocol
+by itself: ``get_method("OUR")`` also answers ``our=True`` and it has no
+``_our`` variant.
+
+Every method declares its ``--opt`` options at registration (:class:`Option`:
+name, type, default, meaning, and in which phase it applies);
+:func:`check_options` rejects an unknown key or a bad value in one line.
 """
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,41 +22,139 @@ from ..errors import UsageError
 from .base import Context, random_other_labels, relabel_union, train_ce  # noqa: F401
 
 OUR_SUFFIX = "_our"
+PHASES = ("both", "plain", "over")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option (``--opt name=value``): its type, default and meaning.
+
+    ``phase`` says where it applies: ``plain`` only to the method itself, ``over``
+    only to its ``_our`` variant's Over-Unlearning phase, ``both`` to either.
+    ``default`` None means "derived at run time", as the meaning says.
+    """
+
+    name: str
+    type: type
+    default: object
+    meaning: str
+    phase: str = "both"
+    choices: tuple = ()
+
+    def coerce(self, value, method: str):
+        """``value`` as this option's type; a one-line UsageError when it cannot be."""
+        bad = UsageError(f"--opt {self.name}={value!r} of {method} must be {self._what()} ({self.meaning})")
+        if self.type is bool:
+            if isinstance(value, bool) or value in (0, 1):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off"):
+                return value.lower() in ("true", "yes", "on")
+            raise bad
+        if self.type in (int, float) and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if self.type is int:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+                raise bad
+            return int(value)
+        if self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad
+            return float(value)
+        value = str(value)
+        if self.choices and value not in self.choices:
+            raise bad
+        return value
+
+    def _what(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        return {bool: "true or false", int: "a whole number", float: "a finite number"}.get(self.type, "text")
+
+    def describe(self) -> str:
+        where = {"plain": " (method only)", "over": " (_our only)", "both": ""}[self.phase]
+        return f"{self.name}={self.default}: {self.meaning}{where}"
+
+
+def option(name: str, type_: type, default, meaning: str, *, phase: str = "both", choices: tuple = ()) -> Option:
+    assert phase in PHASES, phase
+    return Option(name, type_, default, meaning, phase, tuple(choices))
+
+
+# Options every method takes (read by the forget stage, not by the method).
+COMMON_OPTIONS = (option("batch_size", int, None, "batch size, as -b (default: the run's or the method's own)"),)
+# Options of every Over-Unlearning & Replay run (unlearn/our.py).
+REPLAY_OPTIONS = (option("replay_schedule", str, "paper2024",
+                         "Replay learning-rate schedule: paper2024 (the 2024 code's warm-up, peaking near 2x lr), "
+                         "constant, or stepped (the 2025 OUR: half the epochs at lr, a third at 0.5x, the rest at "
+                         "0.2x)", choices=("paper2024", "constant", "stepped")),)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its function, what para1/para2 mean, defaults, and its ``_our`` settings."""
+    """A registered method: its function, what para1/para2 mean, defaults, its options and its ``_our`` settings."""
 
     name: str
     fn: Callable
     para1: str
     para2: str
     defaults: tuple
-    approximate: bool = True  # exact methods (baseline, retrain) have no _our variant
+    approximate: bool = True  # has an _our variant (exact methods and OUR itself do not)
     over_defaults: tuple | None = None  # (para1, para2) of the Over-Unlearning phase
     replay_epochs: int = 3
     our_pretrain_l1: float = 0.0  # >0: _our starts from the L1-sparse pretrained model
     summary: str = ""
+    options: tuple = ()  # declared Options
+    is_our: bool = False  # the method *is* Over-Unlearning & Replay (OUR): fn is its over phase, no _our variant
+
+    @property
+    def options_text(self) -> str:
+        """The declared options, for ``--help``."""
+        return "; ".join(o.describe() for o in self.options)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _MODULES = ["baseline", "retrain", "finetune", "negative_grad", "amnesiac", "badteacher", "ssd_tuning", "wfisher",
-            "fisher_forgetting", "unsir", "ft_prune", "salun", "scrub", "boundary_shrink"]
+            "fisher_forgetting", "unsir", "ft_prune", "salun", "scrub", "boundary_shrink", "our2025"]
 
 
 def register_method(name: str, *, para1: str, para2: str, defaults: tuple, approximate: bool = True,
-                    over_defaults: tuple | None = None, replay_epochs: int = 3, our_pretrain_l1: float = 0.0):
-    """Register ``fn(ctx, para1, para2) -> model``; its docstring's first line is its summary."""
+                    over_defaults: tuple | None = None, replay_epochs: int = 3, our_pretrain_l1: float = 0.0,
+                    options=(), is_our: bool = False):
+    """Register ``fn(ctx, para1, para2) -> model``; its docstring's first line is its summary.
+
+    ``options``: the :class:`Option` s the method reads with ``ctx.opt``. ``is_our``: the method is
+    an Over-Unlearning & Replay protocol of its own; ``fn`` is its Over-Unlearning phase and the
+    Replay of :mod:`unlearn.our` follows (its options may set their own defaults, e.g.
+    ``replay_schedule``).
+    """
 
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = MethodSpec(name, fn, para1, para2, tuple(defaults), approximate,
+        names = [o.name for o in options]
+        assert len(set(names)) == len(names), f"{name}: an option is declared twice"
+        _REGISTRY[name] = MethodSpec(name, _declaring(fn, name), para1, para2, tuple(defaults), approximate and not is_our,
                                      tuple(over_defaults) if over_defaults else tuple(defaults), replay_epochs,
-                                     our_pretrain_l1, doc[0] if doc else "")
+                                     our_pretrain_l1, doc[0] if doc else "", tuple(options), is_our)
         return fn
 
     return deco
+
+
+def _declaring(fn, name: str):
+    """``fn`` that first tells ``ctx`` which options it declared (so ``ctx.opt`` knows types and defaults)."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(ctx, para1, para2):
+        if ctx.declared is None:
+            spec = _REGISTRY[name]
+            ctx.declared = _declared(spec, ctx.over or spec.is_our)
+        return fn(ctx, para1, para2)
+
+    return run
 
 
 def _load_all():
@@ -70,14 +176,53 @@ def list_methods(include_our: bool = True) -> list[str]:
 
 
 def get_method(name: str) -> tuple[MethodSpec, bool]:
-    """(spec, our) for ``name``; an unknown name is a UsageError listing the valid ones."""
+    """(spec, our) for ``name``; an unknown name is a UsageError listing the valid ones.
+
+    ``our`` is True for ``<name>_our`` and for a method that is Over-Unlearning & Replay itself (OUR).
+    """
     _load_all()
     our = name.endswith(OUR_SUFFIX)
     base = name[: -len(OUR_SUFFIX)] if our else name
     spec = _REGISTRY.get(base)
     if spec is None or (our and not spec.approximate):
         raise UsageError(f"unknown method {name!r}; choose one of {', '.join(list_methods())}")
-    return spec, our
+    return spec, our or spec.is_our
+
+
+def declared_options(name: str) -> dict[str, Option]:
+    """The options run ``name`` (``_our`` included) accepts: common, its phase's own and, for _our, Replay's."""
+    return _declared(*get_method(name))
+
+
+def _declared(spec: MethodSpec, our: bool) -> dict[str, Option]:
+    wrapped = our and not spec.is_our  # a _our variant: the method runs in its over phase
+    phase = "over" if wrapped else "plain"
+    out = {o.name: o for o in COMMON_OPTIONS}
+    if our:
+        out.update({o.name: o for o in REPLAY_OPTIONS})
+    out.update({o.name: o for o in spec.options if o.phase in ("both", phase)})
+    return out
+
+
+def check_options(name: str, options) -> dict:
+    """Reject an unknown ``--opt`` key (listing the valid ones) or a value of the wrong type, in one line.
+
+    Returns the options coerced to their declared types (the input is not modified).
+    """
+    declared = declared_options(name)
+    out = {}
+    for key, value in dict(options or {}).items():
+        if key not in declared:
+            spec, our = get_method(name)
+            elsewhere = [o for o in spec.options if o.name == key]
+            hint = ""
+            if elsewhere:
+                hint = (f" (it applies to {spec.name}{OUR_SUFFIX} only)" if elsewhere[0].phase == "over"
+                        else f" (it applies to {spec.name} only, not to its Over-Unlearning phase)")
+            raise UsageError(f"--opt {key} is not an option of {name}{hint}; its options are: "
+                             f"{', '.join(sorted(declared))}")
+        out[key] = value if value is None else declared[key].coerce(value, name)
+    return out
 
 
 def resolve_paras(name: str, para1=None, para2=None) -> tuple:
@@ -106,16 +251,15 @@ def pretrain_l1(name: str, dataset: str) -> float:
 
 def check_paras(name: str, para1, para2):
     """Reject parameters a method cannot use (a non-positive learning rate, fractional epochs) in one line."""
-    import math
-
     spec, our = get_method(name)
     for flag, meaning, v in (("--para1", spec.para1, para1), ("--para2", spec.para2, para2)):
         if meaning == "unused":
             continue
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise UsageError(f"{flag} {v} of {name} ({meaning}) must be a finite number")
-        if "learning rate" in meaning and v <= 0:
+        if "learning rate" in meaning and (v < 0 or (v == 0 and "(0 = " not in meaning)):
             raise UsageError(f"{flag} {v} of {name} is a {meaning} and must be positive")
-        if meaning.endswith("epochs") and (v < 0 or float(v) != int(v)):
-            raise UsageError(f"{flag} {v} of {name} is a number of {meaning.split()[-1]} and must be a whole "
+        base = meaning.split(" (")[0]
+        if base.endswith("epochs") and (v < 0 or float(v) != int(v)):
+            raise UsageError(f"{flag} {v} of {name} is a number of {base.split()[-1]} and must be a whole "
                              "number >= 0")

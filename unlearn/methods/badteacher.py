@@ -17,6 +17,12 @@ Over-Unlearning: the retain subset is cut to ``--opt over_retain_fraction=0.0001
 of the retain set (at least one sample) and the learning rate is raised
 (over_defaults 1e-3): "enlarge the learning rate and avoid using the remaining
 dataset" (the paper's appendix).
+
+Paper's code: ``blindspot`` / ``blindspot_our`` in the 2024 code's
+``forget_full_class_strategies.py`` (Adam at para1, KL temperature 1, retain fraction
+0.3 / 0.0001, batch 256; ``_our`` replays 5 epochs). Deliberate deviations: teacher
+outputs precomputed (equal, with no augmentation), and the larger Over-Unlearning
+learning rate of the appendix (the code keeps para1).
 """
 import copy
 
@@ -24,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import predict, train_epochs
-from . import register_method
+from . import option, register_method
 
 
 def seeded_new_model(ctx):
@@ -37,15 +43,20 @@ def seeded_new_model(ctx):
 
 
 @register_method("badteacher", para1="learning rate", para2="epochs", defaults=(1e-4, 3), over_defaults=(1e-3, 3),
-                 replay_epochs=5)
+                 replay_epochs=5,
+                 options=(option("T", float, 1.0, "distillation temperature"),
+                          option("retain_fraction", float, 0.3, "fraction of the retain set distilled",
+                                 phase="plain"),
+                          option("over_retain_fraction", float, 1e-4, "fraction of the retain set distilled "
+                                 "(at least one sample)", phase="over")))
 def badteacher(ctx, para1, para2):
     """Distil from the pretrained teacher on a retain subset and from a random teacher on the forget set.
 
     Over-Unlearning: retain subset cut to 0.0001 of the retain set, larger learning rate.
     """
-    T = ctx.opt("T", 1.0)
+    T = ctx.opt("T")
     bs = ctx.method_batch_size(256)
-    fraction = ctx.opt("over_retain_fraction", 1e-4) if ctx.over else ctx.opt("retain_fraction", 0.3)
+    fraction = ctx.opt("over_retain_fraction") if ctx.over else ctx.opt("retain_fraction")
     retain = ctx.subsample(ctx.retain, fraction)
     forget = ctx.forget
 

@@ -15,7 +15,13 @@ import torch
 import torch.nn as nn
 
 from datasets.splits import SplitData, TensorSet
-from ..engine import LoopConfig, ce_step, sgd, train_epochs
+from ..engine import LoopConfig, Sized, ce_step, sgd, train_epochs
+
+
+def shuffled_batches(ts: TensorSet, batch_size: int, generator: torch.Generator):
+    """``batches(epoch)``: a fresh shuffle of ``ts`` each epoch, sized so progress bars know the epoch's length."""
+    steps = -(-len(ts) // batch_size)
+    return lambda epoch: Sized(ts.batches(batch_size, shuffle=True, generator=generator), steps)
 
 
 @dataclass
@@ -32,6 +38,7 @@ class Context:
     over: bool = False
     options: dict = field(default_factory=dict)  # method-specific extras (alpha, mask_path, ...)
     new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the same architecture
+    declared: dict | None = None  # name -> Option the running method declared (set by the registry)
 
     @property
     def retain(self) -> TensorSet:
@@ -53,18 +60,28 @@ class Context:
         """The batch size for a method whose own default differs from the run's (e.g. Bad Teacher's 256)."""
         return self.batch_size if self.batch_size_given else default
 
-    def opt(self, name: str, default):
-        """A method option from ``--opt key=value`` flags, else ``default``."""
-        return type(default)(self.options[name]) if name in self.options and default is not None else self.options.get(name, default)
+    def opt(self, name: str, default=None):
+        """A method option from ``--opt key=value``, else its declared default, else ``default``.
+
+        Reading an option the running method did not declare is a programming error (KeyError), so
+        what ``--help`` and the option check list is exactly what the methods read.
+        """
+        if self.declared is None:  # a Context used outside the registry (unit tests)
+            return self.options.get(name, default)
+        if name not in self.declared:
+            raise KeyError(f"option {name!r} is read but not declared by the running method")
+        o = self.declared[name]
+        if self.options.get(name) is not None:
+            return o.coerce(self.options[name], "this method")
+        return default if o.default is None else o.default
 
     def loop(self, epochs: int, desc: str, **kw) -> LoopConfig:
         return LoopConfig(epochs=int(epochs), batch_size=kw.pop("batch_size", self.batch_size), desc=desc,
                           progress=self.progress, **kw)
 
     def shuffled(self, ts: TensorSet, batch_size: int | None = None):
-        """``batches(epoch)`` for :func:`train_epochs`: a fresh shuffle of ``ts`` each epoch."""
-        bs = batch_size or self.batch_size
-        return lambda epoch: ts.batches(bs, shuffle=True, generator=self.generator)
+        """``batches(epoch)`` for :func:`train_epochs`: a fresh shuffle of ``ts`` each epoch (with a length)."""
+        return shuffled_batches(ts, batch_size or self.batch_size, self.generator)
 
     def subsample(self, ts: TensorSet, fraction: float) -> TensorSet:
         """A random fraction of a split (at least one sample when the fraction is positive)."""

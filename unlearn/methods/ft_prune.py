@@ -12,8 +12,12 @@ linear decay) with a fivefold learning rate on only 10% of the retain data
 (``--opt retain_fraction=``), so sparsification dominates and prunes away what
 is left of the forget class, at a cost in utility that Replay pays back.
 On small CPU datasets (Digits) both L1 weights must be far larger (see config.py).
+
+Paper's code: ``FT_prune`` in the 2024 code's ``forget_full_class_strategies.py`` (SGD
+lr 0.01, 10 epochs, L1 5e-5 decaying linearly, the no-L1 epochs set to 0). The 2024 code
+has no ``FT_prune_our``; the Over-Unlearning described here is ours.
 """
-from . import register_method
+from . import option, register_method
 from .base import train_ce
 
 
@@ -24,17 +28,20 @@ def linear_decay(weight: float, epochs: int):
 
 
 @register_method("FT_prune", para1="learning rate", para2="epochs", defaults=(0.01, 10), over_defaults=(0.05, 5),
-                 replay_epochs=3)
+                 replay_epochs=3,
+                 options=(option("l1", float, 5e-5, "initial L1 weight (decays linearly to 0)", phase="plain"),
+                          option("over_l1", float, 1e-3, "initial L1 weight (decays linearly to 0)", phase="over"),
+                          option("retain_fraction", float, 0.1, "fraction of the retain data used", phase="over")))
 def ft_prune(ctx, para1, para2):
     """Fine-tune on retain data with an L1 penalty decaying linearly from ``--opt l1=5e-5`` to 0.
 
     Over-Unlearning: L1 weight ``--opt over_l1=1e-3`` on 10% of the retain data.
     """
     if ctx.over:
-        weight = ctx.opt("over_l1", 1e-3)
-        data = ctx.subsample(ctx.retain, ctx.opt("retain_fraction", 0.1))
+        weight = ctx.opt("over_l1")
+        data = ctx.subsample(ctx.retain, ctx.opt("retain_fraction"))
     else:
-        weight = ctx.opt("l1", 5e-5)
+        weight = ctx.opt("l1")
         data = ctx.retain
     return train_ce(ctx, data, lr=float(para1), epochs=int(para2), l1=linear_decay(float(weight), int(para2)),
                     desc="FT_prune")

@@ -1,18 +1,35 @@
-"""NegGrad+ (Kurmanji et al., 2023): descend on retain data while ascending on forget data."""
+"""NegGrad+ (Kurmanji et al., 2023): descend on retain data while ascending on forget data.
+
+Follows ``negative_grad`` / ``negative_grad_our`` of the paper's 2024 code
+(``forget_full_class_strategies.py``, with ``train_negrad`` / ``train_negrad_1``):
+plain SGD (no momentum, no weight decay; ``--opt momentum=``, ``--opt weight_decay=``
+to change), lr para1, para2 epochs.
+
+- Plain: ``alpha * CE(retain) - (1 - alpha) * CE(forget)``, alpha 0.95 (``--opt alpha=``);
+  each step pairs a retain batch with a forget batch, the forget set cycled.
+- Over-Unlearning (``_our``): pure gradient ascent on the forget set (no retain term),
+  one pass over it per epoch; lr 0.01, 5 epochs (over_defaults), as that code.
+
+Deliberate deviation: forget batches are shuffled (the 2024 forget loader is not).
+"""
 import torch.nn.functional as F
 
 from ..engine import sgd, train_epochs
-from . import register_method
+from . import option, register_method
 
 
-@register_method("negative_grad", para1="learning rate", para2="epochs", defaults=(0.01, 2), over_defaults=(0.01, 5))
+@register_method("negative_grad", para1="learning rate", para2="epochs", defaults=(0.01, 2), over_defaults=(0.01, 5),
+                 options=(option("alpha", float, 0.95, "weight of the retain loss (1 - alpha on the forget ascent)",
+                                 phase="plain"),
+                          option("forget_batch_size", int, None, "forget batch size (default: the run's)"),
+                          option("momentum", float, 0.0, "SGD momentum (the paper's code: none)"),
+                          option("weight_decay", float, 0.0, "SGD weight decay (the paper's code: none)")))
 def negative_grad(ctx, para1, para2):
-    """alpha * CE(retain) - (1 - alpha) * CE(forget), alpha = 0.95 (``--opt alpha=``).
+    """alpha * CE(retain) - (1 - alpha) * CE(forget), alpha = 0.95, plain SGD.
 
-    Each step pairs a retain batch with a forget batch (the forget set is cycled).
     Over-Unlearning: pure gradient ascent on the forget set (alpha = 0, no retain term).
     """
-    alpha = 0.0 if ctx.over else ctx.opt("alpha", 0.95)
+    alpha = 0.0 if ctx.over else ctx.opt("alpha")
     forget_bs = ctx.opt("forget_batch_size", ctx.batch_size)
 
     def batches(epoch):
@@ -33,6 +50,6 @@ def negative_grad(ctx, para1, para2):
             loss = loss + alpha * F.cross_entropy(model(xr), yr)
         return loss
 
-    opt = sgd(ctx.model, float(para1))
+    opt = sgd(ctx.model, float(para1), momentum=ctx.opt("momentum"), weight_decay=ctx.opt("weight_decay"))
     train_epochs(ctx.model, batches, step, opt, loop=ctx.loop(para2, "neggrad"), generator=ctx.generator)
     return ctx.model

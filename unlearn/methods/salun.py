@@ -16,6 +16,10 @@ parameter name -> bool/float tensor); otherwise the mask is computed on the fly.
 
 Over-Unlearning: random labels on the forget data only (no retain data), at a
 higher learning rate (``over_defaults``), same mask.
+
+Paper's code: ``salun`` in the 2025 code's ``forget_full_class_strategies.py`` (and
+``saliency_mu/generate_mask.py``). No ``_our`` there (the 2025 defence is ``OUR``); the
+Over-Unlearning described here is ours.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 from ..checkpoint import atomic_write_bytes
 from ..engine import ce_step, sgd, train_epochs
 from ..errors import UsageError
-from . import random_other_labels, register_method, relabel_union
+from . import option, random_other_labels, register_method, relabel_union
 
 
 def check_ratio(ratio: float) -> float:
@@ -120,7 +124,10 @@ def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_
     return out
 
 
-@register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.02, 10))
+@register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.02, 10),
+                 options=(option("mask_ratio", float, 0.5, "fraction of weights in the saliency mask"),
+                          option("mask_path", str, None, "saved mask (generate_mask.py; as --mask_path)"),
+                          option("weight_decay", float, 5e-4, "weight decay of the masked weights")))
 def salun(ctx, para1, para2):
     """Random-label unlearning restricted to the salient parameters (mask from --mask_path or computed).
 
@@ -130,11 +137,11 @@ def salun(ctx, para1, para2):
     if ctx.options.get("mask_path"):
         mask = load_mask(ctx.options["mask_path"], model)
     else:
-        mask = compute_mask(model, ctx.forget, ctx.opt("mask_ratio", 0.5))
+        mask = compute_mask(model, ctx.forget, ctx.opt("mask_ratio"))
     labels = random_other_labels(ctx.forget.y, ctx.num_classes, ctx.generator)
     retain = ctx.retain.subset(ctx.retain.idx[:0]) if ctx.over else ctx.retain
     data = relabel_union(retain, ctx.forget, labels)
-    wd = ctx.opt("weight_decay", 5e-4)
+    wd = ctx.opt("weight_decay")
     hooks = []
     for n, p in model.named_parameters():
         if not p.requires_grad:

@@ -17,6 +17,10 @@ Over-Unlearning: max passes on the forget set only (no retain data, no min
 passes), one per epoch for ``para2`` epochs, at twice the plain learning rate:
 the student is driven far from the teacher on the forget class and Replay
 restores the retain classes.
+
+Paper's code: ``scrub`` in the 2025 code's ``forget_full_class_strategies.py``, from the
+authors' ``repdistiller`` loops. Deliberate deviation: the KL cap. No ``_our`` there;
+the Over-Unlearning described here is ours.
 """
 import copy
 
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import sgd, train_epochs
-from . import register_method
+from . import option, register_method
 
 
 def distill_kl(student_logits, teacher_logits, T: float, reduce: bool = True):
@@ -35,17 +39,23 @@ def distill_kl(student_logits, teacher_logits, T: float, reduce: bool = True):
     return kl.mean() if reduce else kl
 
 
-@register_method("SCRUB", para1="learning rate", para2="epochs", defaults=(5e-4, 5), over_defaults=(1e-3, 5))
+@register_method("SCRUB", para1="learning rate", para2="epochs", defaults=(5e-4, 5), over_defaults=(1e-3, 5),
+                 options=(option("T", float, 4.0, "distillation temperature"),
+                          option("alpha", float, 0.5, "weight of the KL term of min passes", phase="plain"),
+                          option("gamma", float, 1.0, "weight of the CE term of min passes", phase="plain"),
+                          option("msteps", int, 2, "epochs with a max pass", phase="plain"),
+                          option("kl_cap", float, 100.0, "per-sample cap of the ascended KL (0 = none)"),
+                          option("forget_batch_size", int, None, "forget batch size (default: the run's)")))
 def scrub(ctx, para1, para2):
     """Max KL(teacher||student) on forget batches for msteps epochs; min KL + CE on retain batches every epoch.
 
     Over-Unlearning: only (KL-capped) max passes on the forget set, every epoch.
     """
-    T = ctx.opt("T", 4.0)
-    alpha, gamma = ctx.opt("alpha", 0.5), ctx.opt("gamma", 1.0)
+    T = ctx.opt("T")
+    alpha, gamma = (None, None) if ctx.over else (ctx.opt("alpha"), ctx.opt("gamma"))
     epochs = int(para2)
-    msteps = epochs if ctx.over else min(ctx.opt("msteps", 2), epochs)
-    cap = ctx.opt("kl_cap", 100.0)
+    msteps = epochs if ctx.over else min(ctx.opt("msteps"), epochs)
+    cap = ctx.opt("kl_cap")
     forget_bs = ctx.opt("forget_batch_size", ctx.batch_size)
     teacher = copy.deepcopy(ctx.model).eval()
     for p in teacher.parameters():

@@ -31,6 +31,11 @@ constant (1).
 Over-Unlearning: the paper only changes the two constants, alpha 0.005 and
 lambda 0.4 (over_defaults), selecting almost every parameter the forget set
 uses and dampening it harder.
+
+Paper's code: ``ssd_tuning`` / ``ssd_tuning_our`` in the 2024 code's
+``forget_full_class_strategies.py`` with ``utils/ssd.py`` (importances over the forget
+loader and over retain-then-forget batches; ``_our`` replays 5 epochs). No deliberate
+deviation in the dampening.
 """
 import torch
 import torch.nn.functional as F
@@ -51,6 +56,13 @@ def batch_importances(model, ts, batch_size: int) -> tuple[dict[str, torch.Tenso
     return imp, batches
 
 
+def dampening_factor(imp_forget: torch.Tensor, imp_full: torch.Tensor, alpha: float, lam: float) -> torch.Tensor:
+    """Per-weight multiplier: ``min(lam * imp_full / imp_forget, 1)`` where ``imp_forget > alpha * imp_full``, else 1."""
+    where = imp_forget > alpha * imp_full
+    factor = (lam * imp_full / imp_forget.clamp_min(torch.finfo(imp_forget.dtype).tiny)).clamp(max=1.0)
+    return torch.where(where, factor, torch.ones_like(factor))
+
+
 @register_method("ssd_tuning", para1="selection weighting alpha", para2="dampening constant lambda", defaults=(1, 1),
                  over_defaults=(0.005, 0.4), replay_epochs=5)
 def ssd_tuning(ctx, para1, para2):
@@ -69,11 +81,7 @@ def ssd_tuning(ctx, para1, para2):
     imp_full = {n: (sum_retain[n] + v) / max(b_r + b_f, 1) for n, v in sum_forget.items()}
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if n not in imp_forget:
-                continue
-            fimp, oimp = imp_forget[n], imp_full[n]
-            where = fimp > alpha * oimp
-            factor = (lam * oimp / fimp.clamp_min(torch.finfo(fimp.dtype).tiny)).clamp(max=1.0)
-            p.mul_(torch.where(where, factor, torch.ones_like(factor)))
+            if n in imp_forget:
+                p.mul_(dampening_factor(imp_forget[n], imp_full[n], alpha, lam))
     model.train(was)
     return model

@@ -25,12 +25,15 @@ para2 = 0: Replay repairs). With no retain data at all the impair phase only
 ever sees the forget label, and the model collapses to predicting the forget
 class for every input (forget accuracy 100% until Replay), hence the few
 retain samples.
+
+Paper's code: ``UNSIR`` in the 2024 code's ``forget_full_class_strategies.py``. The 2024
+code has no ``UNSIR_our``; the Over-Unlearning described here is ours.
 """
 import torch
 import torch.nn.functional as F
 
 from ..engine import ce_step, sgd, train_epochs
-from . import register_method
+from . import option, register_method
 
 
 def error_max_noise(ctx, model, shape, steps: int, lr: float, l2: float = 0.1) -> torch.Tensor:
@@ -61,7 +64,18 @@ def retain_subset(ctx, per_class: int):
 
 
 @register_method("UNSIR", para1="impair learning rate", para2="repair epochs", defaults=(0.02, 1),
-                 over_defaults=(0.02, 0))
+                 over_defaults=(0.02, 0),
+                 options=(option("noise_batch", int, 32, "images in the error-maximising noise"),
+                          option("noise_steps", int, 25, "Adam steps optimising the noise", phase="plain"),
+                          option("over_noise_steps", int, 100, "Adam steps optimising the noise", phase="over"),
+                          option("noise_lr", float, 0.1, "Adam lr of the noise"),
+                          option("noise_batches", int, 80, "copies of the noise in the impair data"),
+                          option("samples_per_class", int, 500, "retain subset per class (impair and repair)"),
+                          option("over_samples_per_class", int, 50, "retain samples per class in the impair data",
+                                 phase="over"),
+                          option("impair_epochs", int, 1, "impair epochs", phase="plain"),
+                          option("over_impair_epochs", int, 2, "impair epochs", phase="over"),
+                          option("repair_lr", float, None, "repair learning rate (default para1 / 2)")))
 def unsir(ctx, para1, para2):
     """Learn error-maximising noise for the forget class; impair on noise + retain subset; repair on the subset.
 
@@ -70,12 +84,12 @@ def unsir(ctx, para1, para2):
     model = ctx.model
     lr = float(para1)
     x0 = ctx.retain.x_all
-    shape = (ctx.opt("noise_batch", 32), *x0.shape[1:])
-    steps = ctx.opt("over_noise_steps", 100) if ctx.over else ctx.opt("noise_steps", 25)
-    noise = error_max_noise(ctx, model, shape, steps, ctx.opt("noise_lr", 0.1))
-    noise = noise.repeat(ctx.opt("noise_batches", 80), *([1] * (noise.dim() - 1)))
-    subset = retain_subset(ctx, ctx.opt("samples_per_class", 500))
-    impair = retain_subset(ctx, ctx.opt("over_samples_per_class", 50)) if ctx.over else subset
+    shape = (ctx.opt("noise_batch"), *x0.shape[1:])
+    steps = ctx.opt("over_noise_steps") if ctx.over else ctx.opt("noise_steps")
+    noise = error_max_noise(ctx, model, shape, steps, ctx.opt("noise_lr"))
+    noise = noise.repeat(ctx.opt("noise_batches"), *([1] * (noise.dim() - 1)))
+    subset = retain_subset(ctx, ctx.opt("samples_per_class"))
+    impair = retain_subset(ctx, ctx.opt("over_samples_per_class")) if ctx.over else subset
     x_imp = torch.cat([noise, impair.x.to(noise.device)])
     y_imp = torch.cat([torch.full((len(noise),), ctx.forget_index, dtype=torch.long, device=noise.device),
                        impair.y.to(noise.device)])
@@ -86,7 +100,7 @@ def unsir(ctx, para1, para2):
             sel = order[s:s + ctx.batch_size]
             yield x_imp[sel], y_imp[sel]
 
-    impair_epochs = ctx.opt("over_impair_epochs", 2) if ctx.over else ctx.opt("impair_epochs", 1)
+    impair_epochs = ctx.opt("over_impair_epochs") if ctx.over else ctx.opt("impair_epochs")
     train_epochs(model, impair_batches, ce_step, sgd(model, lr), loop=ctx.loop(impair_epochs, "UNSIR impair"),
                  generator=ctx.generator)
     if int(para2) > 0:
