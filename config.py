@@ -175,3 +175,16 @@ OFF_TARGET = {
 def dataset_config(name: str) -> dict:
     """The pretraining defaults merged with the dataset's own entries."""
     return {**PRETRAIN_DEFAULTS, **DATASETS[name]}
+
+
+# Resources of one SLURM job (= one run) for `run.py --executor slurm`; each flag overrides its entry
+# (--slurm_partition, --gpus_per_job, --cpus_per_job, --mem_gb, --timeout_min). partition None: the
+# cluster's default. The timeouts cover the longest run of a dataset, pretraining, with room; they
+# were not measured on a cluster. A CPU-only job runs with cpus_per_job torch threads.
+SLURM = {
+    "Cifar20": dict(partition=None, gpus_per_job=1, cpus_per_job=8, mem_gb=32, timeout_min=240),
+    "Cifar100": dict(partition=None, gpus_per_job=1, cpus_per_job=8, mem_gb=32, timeout_min=720),
+    "Imagenet64": dict(partition=None, gpus_per_job=1, cpus_per_job=8, mem_gb=64, timeout_min=1440),
+    "Digits": dict(partition=None, gpus_per_job=0, cpus_per_job=2, mem_gb=4, timeout_min=30),
+    "FashionMNIST": dict(partition=None, gpus_per_job=0, cpus_per_job=4, mem_gb=8, timeout_min=60),
+}
