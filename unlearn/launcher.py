@@ -10,6 +10,7 @@ from .errors import UsageError
 from .methods import pretrain_l1, resolve_paras
 from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
+from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
 from .summary import write_summary
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
@@ -41,6 +42,7 @@ def parser(defaults: dict):
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the summary from existing results")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_slurm_args(p)
     return p
 
 
@@ -97,8 +99,10 @@ def main(argv, defaults: dict) -> int:
                           extra_pretrain=extra, weight_path=args.weight_path,
                           method_l1=lambda m: pretrain_l1(m, base.dataset))
         n_jobs = args.jobs or default_jobs()
-        status = run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
-                          batch=n_jobs == 1 and not args.isolate)
+        status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
+                                 progress=args.progress) if args.executor != "local" else
+                  run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
+                           batch=n_jobs == 1 and not args.isolate))
         if args.dry_run:
             return 0
         failed = {k: v[1] for k, v in status.items() if v[0] != 0}
