@@ -17,6 +17,8 @@ from unlearn.methods import resolve_paras
 from unlearn.relearn import classifier_keys, reset_forget_row
 
 CFG = config.ATTACK["Digits"]  # the shipped configuration
+R = CFG["retrain_refs"]
+N_CACHE = 2 * (R + 1)  # references and the anchor, at both levels
 RETRAIN = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])
 
 
@@ -46,7 +48,7 @@ def _verdict(res, level):
 
 
 def test_population_found_in_seed_order(population):
-    assert [s for s, _ in population] == [1000, 1001, 1002]
+    assert [s for s, _ in population] == [1000 + r for r in range(CFG["retrain_refs"])]
     assert all(p.is_file() for _, p in population)
 
 
@@ -73,13 +75,13 @@ def test_results_and_outputs_written(attacked, digits):
     out = digits.stage_dir("mia_mu_attack", "baseline", 0, 0)
     disk = json.loads((out / "results.json").read_text())
     assert disk["status"] == "ok" and disk["calibrated"] and disk["calibration_note"] is None
-    assert [r["seed"] for r in disk["references"]] == [1000, 1001, 1002]
+    assert [r["seed"] for r in disk["references"]] == ref.reference_seeds(R)
     assert disk["anchor"] == str(digits.pretrain_dir() / "best.pth") and res["candidates_per_set"] == 20
     (v,) = disk["per_lr"].values()
     for level in ("output", "feature"):
         s = v[level]["steps_to_threshold"]
-        assert len(s["references"]) == 3 and 1 <= s["model"]["member"] <= CFG["steps"] + 1
-        assert set(v[level]["reference_pairs"]) == {"0-1", "0-2", "1-2"}
+        assert len(s["references"]) == R and 1 <= s["model"]["member"] <= CFG["steps"] + 1
+        assert set(v[level]["reference_pairs"]) == {f"{i}-{j}" for i in range(R) for j in range(i + 1, R)}
         lines = (out / "curves" / f"lr{CFG['relearning_lr'][0]}_{level}.tsv").read_text().splitlines()
         assert lines[0] == "group\ttrial\tstep\tloss\tacc" and len(lines) == 1 + 2 * CFG["trials"] * CFG["steps"]
     assert (out / f"relearning_lr{CFG['relearning_lr'][0]}.png").stat().st_size > 0
@@ -87,8 +89,8 @@ def test_results_and_outputs_written(attacked, digits):
 
 def test_reference_curves_computed_once(attacked):
     # the first attack computed references and anchor at both levels, the second read them
-    assert attacked["baseline"]["reference_curves"] == {"cached": 0, "computed": 8}
-    assert attacked["retrain"]["reference_curves"] == {"cached": 8, "computed": 0}
+    assert attacked["baseline"]["reference_curves"] == {"cached": 0, "computed": N_CACHE}
+    assert attacked["retrain"]["reference_curves"] == {"cached": N_CACHE, "computed": 0}
 
 
 def test_each_candidate_used_once_per_curve(digits, pretrained):
@@ -106,7 +108,7 @@ def test_each_candidate_used_once_per_curve(digits, pretrained):
 def test_corrupt_reference_cache_is_recomputed(digits, attacked, damage):
     files = sorted(f for f in ref.cache_root(digits).glob("*/curves.npz")
                    if json.loads((f.parent / "meta.json").read_text())["steps"] == CFG["steps"])
-    assert len(files) == 8
+    assert len(files) == N_CACHE
     victim = files[0]
     good = dict(np.load(victim))
     if damage == "garbage":
@@ -125,7 +127,7 @@ def test_corrupt_reference_cache_is_recomputed(digits, attacked, damage):
         np.savez(victim.with_suffix(".tmp.npz"), **bad)
         victim.with_suffix(".tmp.npz").replace(victim)
     r = reference_curves(digits, cfg=AttackConfig(**CFG), device="cpu", progress=False)
-    assert (r["computed"], r["cached"]) == (1, 7)
+    assert (r["computed"], r["cached"]) == (1, N_CACHE - 1)
     again = dict(np.load(victim))
     for k in ("member_acc", "member_loss", "ood_acc", "ood_loss"):
         np.testing.assert_allclose(again[k], good[k])  # recomputed, the same curves
@@ -160,14 +162,14 @@ def test_two_processes_computing_the_same_cache(digits, attacked):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     r = reference_curves(digits, cfg=AttackConfig(**{**CFG, "trials": 3, "steps": 4}), device="cpu", progress=False)
-    assert (r["computed"], r["cached"]) == (0, 8)
+    assert (r["computed"], r["cached"]) == (0, N_CACHE)
 
 
 def test_refs_only_needs_no_method(digits, attacked):
     r = run_script("mia_on_mu_main_cifar20_fullclass.py", "--dataset", "Digits", "--log-root", digits.log_root,
                    "--refs-only", "--threads", "1")
     assert r.returncode == 0, r.stderr
-    assert "8 cached, 0 computed" in r.stdout
+    assert f"{N_CACHE} cached, 0 computed" in r.stdout
 
 
 def test_too_few_references_say_so_and_keep_the_games(digits, attacked):

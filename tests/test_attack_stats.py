@@ -370,6 +370,9 @@ def test_assess_with_few_references():
     two = V.assess(m, r, a)
     assert two["calibrated"] and "auc" in two["retrain_game"] and two["retrain_game"]["null"] is None
     assert two["ood_game"]["null"]["values"] == pytest.approx([0.75, 0.75])  # (0.5 + 0.5 + 2) / 4, 3 / 4
+    assert two["ood_game"]["gap_null"]["values"] == pytest.approx([0.05, 0.1])  # 0.25 - 0.2, 0.3 - 0.2
+    assert two["ood_game"]["gap"] == pytest.approx(0.4) and two["ood_game"]["anchor_gap"] == pytest.approx(0.85)
+    assert two["ood_game"]["direction"] == "inside null band"  # 2 references: a t(1) band, +- 15.6 sd
 
 
 def test_plot_relearning_panels_writes_one_figure(tmp_path):

@@ -23,7 +23,7 @@ def _level(index, ci, direction, auc2, bacc, ood, steps, null_index=(0.1, -0.1),
                              "tpr_at_fpr_5": 0.5, "tpr_at_fpr_1": 0.25,
                              "null": {"auc": {"values": [0.4, 0.6]},
                                       "balanced_accuracy_at_fpr_5": {"values": [0.45, 0.55]}}},
-            "ood_game": {"auc": ood, "null": {"values": [0.7, 0.8]}},
+            "ood_game": {"auc": ood, "null": {"values": [0.7, 0.8]}, "gap": ood - 0.5, "direction": direction},
             "steps_to_threshold": {"model": {"member": steps}}}
 
 
@@ -88,7 +88,8 @@ def test_markdown_shows_intervals_missing_seeds_and_the_null_row(fake):
 
 
 def test_direction_votes_over_seeds():
-    cells = [{"rea_dir_out": d, **{k: float("nan") for k in SM._numeric_keys()}, "rea_dir_feat": None}
+    cells = [{"rea_dir_out": d, **{k: float("nan") for k in SM._numeric_keys()}, "rea_dir_feat": None,
+              "rea_dir_ood": None}
              for d in ("residual", "inside null band", "residual")]
     assert SM._aggregate(cells, 3)["rea_dir_out"] == "residual (2/3)"
 
@@ -146,6 +147,7 @@ def _expected(s, method, p1, p2, retrain):
                     f"rea_dir_{short}": lv["index"]["direction"]})
         if short == "out":
             out["rea_auc_ood"] = lv["ood_game"]["auc"]
+            out["rea_dir_ood"] = lv["ood_game"]["direction"]
             out["rea_steps_out"] = lv["steps_to_threshold"]["model"]["member"]
     return out
 
@@ -167,7 +169,8 @@ def test_every_summary_cell_matches_the_runs(real, digits):
         assert disk[method]["seeds"] == "1"
     assert checked == len(real) * len(SM.COLUMNS)
     assert (SM.Path(digits.log_root) / "summary_comparison.png").stat().st_size > 0
-    assert "null (3 refs)" in (SM.Path(digits.log_root) / "summary.md").read_text()
+    refs = config.ATTACK["Digits"]["retrain_refs"]
+    assert f"null ({refs} refs)" in (SM.Path(digits.log_root) / "summary.md").read_text()
 
 
 def test_real_verdicts_make_sense(real, digits):

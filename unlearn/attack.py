@@ -238,7 +238,9 @@ def _plots(out: Path, tag: str, title: str, mine: dict, pop: dict, threshold: fl
 
 def _line(method: str, lr, level: str, v: dict) -> str:
     o = v["ood_game"]
-    tail = f"OOD AUC {o['auc']:.3f} (references {o['null']['mean']:.3f}, {o['direction']})"
+    b = o["gap_null"]["band"]
+    tail = (f"OOD game AUC {o['auc']:.3f} (references {o['null']['mean']:.3f}), forget-OOD gap {o['gap']:.2f} "
+            f"(null band {b[0]:.2f}..{b[1]:.2f}) {o['direction']}")
     if v["index"] is None:
         return f"{method} lr {lr} {level}: no reference model; {tail}"
     ix, g = v["index"], v["retrain_game"]

@@ -43,6 +43,8 @@ COLUMNS = [
     ("rea_dir_feat", "direction at feature level"),
     ("rea_auc_ood", "the paper's OOD game, output level: AUC of forget-class against OOD candidate curves "
                     "(area statistic); its null is the `null` row"),
+    ("rea_dir_ood", "OOD game direction, output level: the model's forget-minus-OOD gap in mean accuracy against "
+                    "the references' null band (their AUCs saturate)"),
     ("rea_steps_out", "the paper's statistic: mean steps to 90% accuracy, output level (cap + 1 = never)"),
     ("variance", "forget-class intra-class variance (t-SNE of logits)"),
     ("silhouette", "forget-class silhouette against its nearest class (t-SNE)"),
@@ -50,12 +52,12 @@ COLUMNS = [
     ("time", "unlearning seconds (evaluation excluded)"),
     ("time_pct", "time as % of the retrain run of the same seed"),
 ]
-TEXT = {"rea_dir_out", "rea_dir_feat"}
+TEXT = {"rea_dir_out", "rea_dir_feat", "rea_dir_ood"}
 DIGITS = {"rea_index_out": 2, "rea_index_feat": 2, "rea_auc2_out": 3, "rea_auc2_feat": 3, "rea_bacc_out": 3,
           "rea_bacc_feat": 3, "rea_auc_ood": 3, "rea_steps_out": 1, "silhouette": 3, "overlap": 3, "time": 1}
 EXTRA = ["rea_lo_out", "rea_hi_out", "rea_lo_feat", "rea_hi_feat", "rea_lr_out", "rea_lr_feat",
          "rea_auc1_out", "rea_auc1_feat", "rea_tpr5_out", "rea_tpr5_feat", "rea_tpr1_out", "rea_tpr1_feat",
-         "rea_auc_ood_feat", "rea_steps_feat", "rea_refs"]
+         "rea_auc_ood_feat", "rea_ood_gap", "rea_ood_gap_feat", "rea_steps_feat", "rea_refs"]
 
 
 def run_dir(s: Setting, stage: str, method: str, p1, p2) -> Path:
@@ -81,7 +83,7 @@ def attack_cells(res: dict | None) -> dict:
     nan = float("nan")
     out = {k: nan for k in ("rea_index_out", "rea_auc2_out", "rea_bacc_out", "rea_index_feat", "rea_auc2_feat",
                             "rea_bacc_feat", "rea_auc_ood", "rea_steps_out", *EXTRA)}
-    out.update(rea_dir_out=None, rea_dir_feat=None)
+    out.update(rea_dir_out=None, rea_dir_feat=None, rea_dir_ood=None)
     if not res:
         return out
     out["rea_refs"] = len(res.get("references", []))
@@ -98,6 +100,9 @@ def attack_cells(res: dict | None) -> dict:
                          ("tpr5", "tpr_at_fpr_5"), ("tpr1", "tpr_at_fpr_1")):
             out[f"rea_{col}_{short}"] = g.get(key, nan)
         out["rea_auc_ood" if short == "out" else "rea_auc_ood_feat"] = o["auc"]
+        out["rea_ood_gap" if short == "out" else "rea_ood_gap_feat"] = o["gap"]
+        if short == "out":
+            out["rea_dir_ood"] = o["direction"]
         out[f"rea_steps_{short}"] = v["steps_to_threshold"]["model"]["member"]
     return out
 
@@ -210,7 +215,7 @@ def null_row(base: Setting, methods, seeds) -> dict | None:
         b = np.array(bands[short], dtype=float).reshape(-1, 2)
         row[f"rea_lo_{short}"], row[f"rea_hi_{short}"] = (float(np.nanmin(b[:, 0])), float(np.nanmax(b[:, 1]))) \
             if b.size and np.isfinite(b).any() else (float("nan"), float("nan"))
-    row.update(rea_dir_out="", rea_dir_feat="", null=True)
+    row.update(rea_dir_out="", rea_dir_feat="", rea_dir_ood="", null=True)
     return row
 
 

@@ -228,16 +228,21 @@ def assess(model: dict, refs: list[dict], anchor: dict, *, seed: int = 0) -> dic
     statistics. Returns the index (with its null and direction), the calibrated
     retrain game (with its null), the reference pairs' AUCs and the OOD game (the
     paper's: the model's member against its OOD curves), whose null is the same game
-    played by each reference. With no reference only the OOD game is computed; with one,
-    the index has no null band and the game only its one-sided AUC (``calibrated`` False).
+    played by each reference: its ``auc`` and, because an AUC saturates at 1 when even
+    retrained models relearn the forget class faster than relabelled OOD data (Digits:
+    0.8-0.98), its ``gap`` = mean statistic of member minus OOD curves, whose null band
+    gives the OOD game's direction. With no reference only the OOD game's own numbers are
+    computed; with one, the index has no null band and the retrain game only its
+    one-sided AUC (``calibrated`` False).
     """
     m, a = _vec(model["member"], "model member"), _vec(anchor["member"], "anchor member")
     rm = [_vec(r["member"], "reference member") for r in refs]
-    ood_null = band([auc(r["member"], r["ood"]) for r in refs])
-    ood_auc = auc(m, model["ood"])
+    gap = lambda d: float(np.mean(d["member"]) - np.mean(d["ood"]))  # noqa: E731
+    gap_null = band([gap(r) for r in refs])
     out = {"n_references": len(refs), "calibrated": len(refs) >= 2,
-           "ood_game": {"auc": ood_auc, "null": ood_null, "anchor_auc": auc(a, anchor["ood"]),
-                        "direction": _side(ood_auc, ood_null["band"])},
+           "ood_game": {"auc": auc(m, model["ood"]), "null": band([auc(r["member"], r["ood"]) for r in refs]),
+                        "anchor_auc": auc(a, anchor["ood"]), "gap": gap(model), "gap_null": gap_null,
+                        "anchor_gap": gap(anchor), "direction": _side(gap(model), gap_null["band"])},
            "index": None, "retrain_game": None, "reference_pairs": {}, "reference_pairs_mean": math.nan}
     if not rm:
         return out
