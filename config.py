@@ -67,7 +67,7 @@ ATTACK = {
     # 20 steps; at lr 0.05 retrained models relearn about 30% of them on average over the steps, which leaves
     # room on both sides. 5 references: a 95% prediction band is +-3.0 sd of them (+-5.0 sd with 3).
     "Digits": dict(unlearn_data_percent=16.0, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.05],
-                   trials=12, steps=20, retrain_refs=5),
+                   trials=10, steps=20, retrain_refs=5),
     # 1.25% of 6000 coats = 75 candidates, each used once in 75 steps (the paper's protocol).
     "FashionMNIST": dict(unlearn_data_percent=1.25, num_ood_dataset=2, retain_per_step=14, relearning_lr=[0.01],
                          trials=12, steps=75, retrain_refs=3),
