@@ -355,6 +355,7 @@ def test_direction_rules():
     assert V.direction(0.5, [-0.1, 0.9], band) == "inside null band"  # interval holds 0
     assert V.direction(-0.5, [-0.6, -0.4], band) == "over-suppressed"
     assert V.direction(0.1, [0.05, 0.15], band) == "inside null band"
+    assert V.direction(0.35, [0.25, 0.45], band) == "inside null band"  # above the band, but not its interval
     assert V.direction(0.5, [0.4, 0.6], [float("nan")] * 2) == "undetermined"
 
 
@@ -382,3 +383,9 @@ def test_plot_relearning_panels_writes_one_figure(tmp_path):
                                                     "feature": ({"model": c()}, [])},
                                  rocs={"game": roc_summary([0.9, 0.1], [0.5])}, formats=("png",))
     assert out == [str(tmp_path / "fig.png")] and os.listdir(tmp_path) == ["fig.png"]
+
+
+def test_gap_interval():
+    assert V.gap_interval([0.5, 0.5, 0.5], [0.2, 0.2]) == pytest.approx([0.3, 0.3])
+    lo, hi = V.gap_interval(np.linspace(0.4, 0.6, 20), np.linspace(0.1, 0.3, 20), n_boot=4000)
+    assert lo < 0.3 < hi and hi - lo < 0.12

@@ -35,7 +35,8 @@ COLUMNS = [
                       "never-unlearned model, < 0 = relearns slower than retraining; [95% bootstrap interval]"),
     ("rea_auc2_out", "ReA two-sided AUC against the references, output level (cross-fitted; retrain-like ~0.5)"),
     ("rea_bacc_out", "ReA balanced accuracy at 5% FPR, threshold fixed on held-out references, output level"),
-    ("rea_dir_out", "direction at output level: residual / inside null band / over-suppressed"),
+    ("rea_dir_out", "direction at output level: residual / over-suppressed when the index's whole interval lies "
+                    "above / below the null band, else inside null band"),
     ("rea_index_feat", "ReA reminiscence index, feature level (forget row of the classifier reset to one fixed "
                        "random init in every model)"),
     ("rea_auc2_feat", "ReA two-sided AUC, feature level"),
@@ -43,8 +44,8 @@ COLUMNS = [
     ("rea_dir_feat", "direction at feature level"),
     ("rea_auc_ood", "the paper's OOD game, output level: AUC of forget-class against OOD candidate curves "
                     "(area statistic); its null is the `null` row"),
-    ("rea_dir_ood", "OOD game direction, output level: the model's forget-minus-OOD gap in mean accuracy against "
-                    "the references' null band (their AUCs saturate)"),
+    ("rea_dir_ood", "OOD game direction, output level: the 95% interval of the model's forget-minus-OOD gap in "
+                    "mean accuracy against the references' null band (their AUCs saturate)"),
     ("rea_steps_out", "the paper's statistic: mean steps to 90% accuracy, output level (cap + 1 = never)"),
     ("variance", "forget-class intra-class variance (t-SNE of logits)"),
     ("silhouette", "forget-class silhouette against its nearest class (t-SNE)"),
@@ -60,9 +61,14 @@ EXTRA = ["rea_lo_out", "rea_hi_out", "rea_lo_feat", "rea_hi_feat", "rea_lr_out",
          "rea_auc_ood_feat", "rea_ood_gap", "rea_ood_gap_feat", "rea_steps_feat", "rea_refs"]
 
 
-def run_dir(s: Setting, stage: str, method: str, p1, p2) -> Path:
-    """A run's folder (the one place the summary knows run folder names)."""
-    return s.stage_dir(stage, method, p1, p2)
+def run_dir(s: Setting, stage: str, method: str, p1, p2, extras: dict | None = None) -> Path:
+    """A run's folder (the one place the summary knows run folder names); ``extras`` as in
+    :func:`unlearn.identity.settings_suffix`: the forget run's non-default settings, plus the
+    attack's for the attack stage (``{"attack": {...}}``)."""
+    attack_only = {"attack"}
+    if stage != "mia_mu_attack" and extras:
+        extras = {k: v for k, v in extras.items() if k not in attack_only}
+    return s.stage_dir(stage, method, p1, p2, extras)
 
 
 def _strongest(per_lr: dict, level: str):
@@ -107,16 +113,16 @@ def attack_cells(res: dict | None) -> dict:
     return out
 
 
-def cell(s: Setting, method, p1, p2) -> dict:
+def cell(s: Setting, method, p1, p2, extras: dict | None = None) -> dict:
     """All table numbers of one run (NaN / None where a stage is missing)."""
     nan = float("nan")
     row = {k: nan for k, _ in COLUMNS}
-    f = read_ok_results(run_dir(s, "unlearning", method, p1, p2) / "results.json")
+    f = read_ok_results(run_dir(s, "unlearning", method, p1, p2, extras) / "results.json")
     row["_forget"] = f is not None
     if f:
         row.update({k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, time=f["time"])
-    row.update(attack_cells(read_ok_results(run_dir(s, "mia_mu_attack", method, p1, p2) / "results.json")))
-    v = read_ok_results(run_dir(s, "visualization", method, p1, p2) / "results.json")
+    row.update(attack_cells(read_ok_results(run_dir(s, "mia_mu_attack", method, p1, p2, extras) / "results.json")))
+    v = read_ok_results(run_dir(s, "visualization", method, p1, p2, extras) / "results.json")
     if v:
         t = v["metrics"]["tsne"]
         row.update(variance=t["intra_class_variance"], silhouette=t["silhouette"], overlap=t["overlap"])
@@ -151,19 +157,30 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
     return row
 
 
-def summarise(base: Setting, methods, seeds) -> list[dict]:
+def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: str = "") -> dict:
+    """Folder-name extras of a method-list entry ``(method, para1, para2[, options])`` as run.py runs it."""
+    from .forget import forget_extras
+    from .identity import attack_extras
+
+    opts = entry[3] if len(entry) > 3 else None
+    return {**forget_extras(options=opts, weight_path=weight_path), **attack_extras(dataset, attack or {})}
+
+
+def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> list[dict]:
     """Rows of mean/std over seeds; ``time_pct`` against the retrain row of the same seed."""
     from dataclasses import replace
 
-    retrain = next((m[:3] for m in methods if m[0] == "retrain"), None)
+    ex = lambda m: run_extras(m, weight_path=weight_path, attack=attack, dataset=base.dataset)  # noqa: E731
+    retrain = next((m for m in methods if m[0] == "retrain"), None)
     rows = []
-    for method, p1, p2, *_ in methods:
+    for entry in methods:
+        method, p1, p2 = entry[:3]
         per_seed = []
         for seed in seeds:
             s = replace(base, seed=seed)
-            c = cell(s, method, p1, p2)
+            c = cell(s, method, p1, p2, ex(entry))
             if retrain:
-                rt = cell(s, *retrain)["time"]
+                rt = cell(s, *retrain[:3], ex(retrain))["time"]
                 c["time_pct"] = 100 * c["time"] / rt if rt and not math.isnan(rt) else float("nan")
             per_seed.append(c)
         rows.append({"method": method, "para1": fmt_para(p1), "para2": fmt_para(p2),
@@ -171,7 +188,7 @@ def summarise(base: Setting, methods, seeds) -> list[dict]:
     return rows
 
 
-def null_row(base: Setting, methods, seeds) -> dict | None:
+def null_row(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> dict | None:
     """The reference population against itself, from the first attack results.json of each seed:
     index and two-sided AUC / balanced accuracy of each reference against the others, and the
     OOD game played by each reference (values pooled over seeds: mean +- sd)."""
@@ -183,8 +200,9 @@ def null_row(base: Setting, methods, seeds) -> dict | None:
     refs = []
     for seed in seeds:
         s = replace(base, seed=seed)
-        res = next((r for m in methods if (r := read_ok_results(run_dir(s, "mia_mu_attack", *m[:3])
-                                                                 / "results.json"))), None)
+        res = next((r for m in methods if (r := read_ok_results(run_dir(
+            s, "mia_mu_attack", *m[:3], run_extras(m, weight_path=weight_path, attack=attack, dataset=base.dataset))
+            / "results.json"))), None)
         if not res:
             continue
         refs.append(len(res.get("references", [])))
@@ -306,9 +324,11 @@ def plot_comparison(stem: Path, rows, null: dict | None = None):
     plt.close(fig)
 
 
-def write_summary(base: Setting, methods, seeds) -> tuple[list[dict], str]:
-    rows = summarise(base, methods, seeds)
-    null = null_row(base, methods, seeds)
+def write_summary(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None
+                  ) -> tuple[list[dict], str]:
+    """``weight_path`` and ``attack`` as run.py passed them, so the runs' folders are found."""
+    rows = summarise(base, methods, seeds, weight_path=weight_path, attack=attack)
+    null = null_row(base, methods, seeds, weight_path=weight_path, attack=attack)
     table = rows + ([null] if null else [])
     md = to_markdown(table)
     root = Path(base.log_root)

@@ -138,15 +138,20 @@ def null_indices(refs, anchor) -> list[float]:
 
 
 def direction(index: float, ci, null_band) -> str:
-    """``residual`` / ``over-suppressed`` when the index lies outside the null band on that side
-    and its bootstrap interval excludes 0; otherwise ``inside null band``. ``undetermined``
-    when the index or the band cannot be computed (fewer than 2 references)."""
+    """``residual`` / ``over-suppressed`` when the whole bootstrap interval of the index lies
+    above / below the null band, otherwise ``inside null band``; ``undetermined`` when the
+    index or the band cannot be computed (fewer than 2 references).
+
+    The band holds the model-to-model spread of retrained models, the interval the trial
+    noise of this model's own mean; asking for both keeps a retrain-like model inside even
+    when the references sit at the floor (FashionMNIST: they relearn 4% of the coats), where
+    their spread, hence the band, is tiny."""
     lo_b, hi_b = null_band
     if not all(np.isfinite([index, lo_b, hi_b, *ci])):
         return "undetermined"
-    if index > hi_b and ci[0] > 0:
+    if ci[0] > hi_b:
         return "residual"
-    if index < lo_b and ci[1] < 0:
+    if ci[1] < lo_b:
         return "over-suppressed"
     return "inside null band"
 
@@ -213,11 +218,13 @@ def reference_null(refs, anchor) -> dict:
             "game": game}
 
 
-def _side(value: float, null_band) -> str:
-    lo, hi = null_band
-    if not all(np.isfinite([value, lo, hi])):
-        return "undetermined"
-    return "residual" if value > hi else "over-suppressed" if value < lo else "inside null band"
+def gap_interval(member, ood, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Bootstrap interval of mean(member) - mean(ood), trials resampled within each group."""
+    m, o = _vec(member, "member"), _vec(ood, "ood")
+    rng = np.random.default_rng(seed)
+    d = m[rng.integers(0, m.size, (n_boot, m.size))].mean(1) - o[rng.integers(0, o.size, (n_boot, o.size))].mean(1)
+    tail = 100 * (1 - level) / 2
+    return [float(x) for x in np.percentile(d, [tail, 100 - tail])]
 
 
 def assess(model: dict, refs: list[dict], anchor: dict, *, seed: int = 0) -> dict:
@@ -230,8 +237,8 @@ def assess(model: dict, refs: list[dict], anchor: dict, *, seed: int = 0) -> dic
     paper's: the model's member against its OOD curves), whose null is the same game
     played by each reference: its ``auc`` and, because an AUC saturates at 1 when even
     retrained models relearn the forget class faster than relabelled OOD data (Digits:
-    0.8-0.98), its ``gap`` = mean statistic of member minus OOD curves, whose null band
-    gives the OOD game's direction. With no reference only the OOD game's own numbers are
+    0.8-0.98), its ``gap`` = mean statistic of member minus OOD curves with a bootstrap
+    interval, read against the references' gaps as the index is (:func:`direction`). With no reference only the OOD game's own numbers are
     computed; with one, the index has no null band and the retrain game only its
     one-sided AUC (``calibrated`` False).
     """
@@ -239,10 +246,12 @@ def assess(model: dict, refs: list[dict], anchor: dict, *, seed: int = 0) -> dic
     rm = [_vec(r["member"], "reference member") for r in refs]
     gap = lambda d: float(np.mean(d["member"]) - np.mean(d["ood"]))  # noqa: E731
     gap_null = band([gap(r) for r in refs])
+    gap_ci = gap_interval(m, model["ood"], seed=seed)
     out = {"n_references": len(refs), "calibrated": len(refs) >= 2,
            "ood_game": {"auc": auc(m, model["ood"]), "null": band([auc(r["member"], r["ood"]) for r in refs]),
-                        "anchor_auc": auc(a, anchor["ood"]), "gap": gap(model), "gap_null": gap_null,
-                        "anchor_gap": gap(anchor), "direction": _side(gap(model), gap_null["band"])},
+                        "anchor_auc": auc(a, anchor["ood"]), "gap": gap(model), "gap_ci": gap_ci,
+                        "gap_null": gap_null, "anchor_gap": gap(anchor),
+                        "direction": direction(gap(model), gap_ci, gap_null["band"])},
            "index": None, "retrain_game": None, "reference_pairs": {}, "reference_pairs_mean": math.nan}
     if not rm:
         return out
