@@ -15,7 +15,8 @@ from unlearn.launcher import main as launch
 
 METHODS = [("baseline", 0, 0), ("retrain", 0.01, 6), ("negative_grad", 0.01, 2), ("negative_grad_our", 0.01, 3)]
 KILL_METHODS = METHODS[:2]
-ATTACK = dict(trials=6, steps=30, relearning_lr=[0.05])
+ATTACK = dict(trials=6, steps=30, relearning_lr=[0.05], retrain_refs=2)
+REFS = ["retrain-0.01-6-seed1000", "retrain-0.01-6-seed1001"]
 
 
 def defaults(methods=METHODS):
@@ -46,9 +47,9 @@ def test_summary_has_a_finite_row_per_method(first_run):
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert [r["method"] for r in rows] == [m for m, _, _ in METHODS]
     for r in rows:
-        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "variance", "silhouette", "overlap", "time"):
+        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "rea_index_out", "rea_index_feat", "rea_auc2_out",
+                  "variance", "silhouette", "overlap", "time"):
             assert math.isfinite(float(r[k])), (r["method"], k)
-        assert math.isfinite(float(r["rea_auc_retrain"]))
     assert (root / "summary.md").read_text().count("\n| ") >= len(METHODS)
     assert (root / "summary_comparison.png").is_file()
     run_dir = next((root / "forget_full_class_main").rglob("unlearning/negative_grad-0.01-2"))
@@ -78,13 +79,13 @@ def test_one_job_shares_a_process_per_stage_and_isolates_failures(tmp_path):
     d = {**defaults(methods), "jobs": 1, "stages": ["pretrain", "forget", "attack"]}
     assert launch(argv(tmp_path), d) == 1
     runs = sorted(p.parent.name for p in tmp_path.rglob("unlearning/*/command.txt"))
-    assert runs == ["baseline-0-0", "finetune--1-1", "retrain-0.01-6"]
+    assert runs == sorted(["baseline-0-0", "finetune--1-1", "retrain-0.01-6", *REFS])
     bad = next(tmp_path.rglob("unlearning/finetune--1-1"))
     assert "error:" in (bad / "stderr.txt").read_text() and not (bad / "results.json").exists()
     assert "forget_full_class_main_cifar20.py" in (bad / "command.txt").read_text()
     for m in ("baseline-0-0", "retrain-0.01-6"):
         for stage in ("unlearning", "mia_mu_attack"):
-            run = next(tmp_path.rglob(f"{stage}/{m}"))
+            run = next(tmp_path.rglob(f"{stage}/{m}" + ("-*" if stage == "mia_mu_attack" else "")))
             assert json.loads((run / "results.json").read_text())["status"] == "ok"
             assert "unlearn.batch" not in (run / "command.txt").read_text()
     assert not list(tmp_path.rglob("mia_mu_attack/finetune*/results.json"))

@@ -38,6 +38,8 @@ from . import attack_stats as S
 from . import reference as ref
 from . import verdict as V
 from .checkpoint import atomic_write_json, atomic_write_text
+from .cli import nonneg_int, positive_float, positive_int
+from .identity import run_identity
 from .engine import resolve_device
 from .errors import UsageError
 from .forget import finished_retrain_runs
@@ -72,13 +74,14 @@ class AttackConfig:
             raise UsageError("--trials must be at least 2, --steps at least 1 and --retrain_refs at least 0")
 
 
-def unlearned_model_path(setting: Setting, method: str, para1, para2) -> Path:
-    """Where the forget stage wrote the model to attack (the one place that knows run folders)."""
-    return setting.stage_dir("unlearning", method, para1, para2) / "model.pth"
+def unlearned_model_path(setting: Setting, method: str, para1, para2, extras: dict | None = None) -> Path:
+    """Where the forget stage wrote the model to attack; ``extras``: the forget run's non-default settings."""
+    return setting.stage_dir("unlearning", method, para1, para2, extras) / "model.pth"
 
 
-def attack_dir(setting: Setting, method: str, para1, para2) -> Path:
-    return setting.stage_dir("mia_mu_attack", method, para1, para2)
+def attack_dir(setting: Setting, method: str, para1, para2, extras: dict | None = None) -> Path:
+    """The attack's run folder; ``extras``: the forget run's and the attack's non-default settings."""
+    return setting.stage_dir("mia_mu_attack", method, para1, para2, extras)
 
 
 def find_retrain_run(setting: Setting) -> Path | None:
@@ -253,9 +256,16 @@ def _line(method: str, lr, level: str, v: dict) -> str:
 
 
 def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: AttackConfig, device="auto",
-                        progress: bool = True) -> dict:
-    """Attack the model the forget stage wrote for ``method``; write curves, plots and results.json."""
-    path = unlearned_model_path(setting, method, para1, para2)
+                        progress: bool = True, forget_extras: dict | None = None, attack_extras: dict | None = None,
+                        argv: list[str] | None = None) -> dict:
+    """Attack the model the forget stage wrote for ``method``; write curves, plots and results.json.
+
+    ``forget_extras`` / ``attack_extras`` are the non-default settings that name the forget run's
+    and this run's folders (:mod:`unlearn.identity`); ``argv`` goes into the run's identity, with
+    the attacked model, the anchor and the references as its input files. An old results.json
+    is removed before anything is written.
+    """
+    path = unlearned_model_path(setting, method, para1, para2, forget_extras)
     if not path.is_file():
         raise UsageError(f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
                          f"{setting.dataset} -net {setting.net} -method {method} --para1 {fmt_para(para1)} "
@@ -273,7 +283,10 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
     refs, note = _references(setting, cfg)
     pop, counts = population(rl, refs, anchor)
     t_pop = time.perf_counter() - t0
-    out = attack_dir(setting, method, para1, para2)
+    out = attack_dir(setting, method, para1, para2, {**(forget_extras or {}), **(attack_extras or {})})
+    (out / "results.json").unlink(missing_ok=True)
+    identity = run_identity(argv if argv is not None else ["<api>", method, str(para1), str(para2)],
+                            dataset=setting.dataset, inputs=[path, anchor, *[p for _, p in refs]])
     per_lr, lines = {}, []
     for lr in cfg.relearning_lr:
         tag = f"lr{fmt_para(lr)}"
@@ -299,7 +312,7 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
                "reference_curves": counts, "candidates_per_set": rl.n, "levels": list(LEVELS),
                "config": {**setting.as_dict(), **asdict(cfg), "device": str(device)}, "per_lr": per_lr,
                "seconds": seconds, "seconds_references": t_pop, "curves": n_curves, "curves_per_batch": rl.batch,
-               "seconds_per_curve": (seconds - t_pop) / n_curves, "environment": environment()}
+               "seconds_per_curve": (seconds - t_pop) / n_curves, "environment": environment(), "identity": identity}
     atomic_write_json(out / "results.json", results)
     results["lines"] = ([note] if note else []) + lines
     return results
@@ -332,18 +345,19 @@ def parser(dataset_default: str):
     for a in p._actions:  # -method is not needed with --refs-only
         if a.dest == "method":
             a.required = False
-    p.add_argument("--num_ood_dataset", type=int, default=None, help="OOD classes used as non-members")
-    p.add_argument("--unlearn_data_percent", type=float, default=None,
+    p.add_argument("--num_ood_dataset", type=positive_int, default=None, help="OOD classes used as non-members")
+    p.add_argument("--unlearn_data_percent", type=positive_float, default=None,
                    help="candidate set size, percent of the forget class's training data")
-    p.add_argument("--relearning_lr", type=float, nargs="+", default=None, help="one or several learning rates")
-    p.add_argument("--trials", type=int, default=None, help="curves per set type (candidate sets)")
-    p.add_argument("--steps", type=int, default=None, help="step cap of each curve")
-    p.add_argument("--retain_per_step", type=int, default=None, help="retain samples per step")
-    p.add_argument("--retrain_refs", type=int, default=None,
+    p.add_argument("--relearning_lr", type=positive_float, nargs="+", default=None,
+                   help="one or several learning rates")
+    p.add_argument("--trials", type=positive_int, default=None, help="curves per set type (candidate sets)")
+    p.add_argument("--steps", type=positive_int, default=None, help="step cap of each curve")
+    p.add_argument("--retain_per_step", type=nonneg_int, default=None, help="retain samples per step")
+    p.add_argument("--retrain_refs", type=nonneg_int, default=None,
                    help="reference models: finished retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1")
     p.add_argument("--refs-only", "--refs_only", dest="refs_only", action="store_true",
                    help="only compute (or verify) the cached reference and anchor curves; -method is ignored")
-    p.add_argument("--curve_batch", type=int, default=None,
+    p.add_argument("--curve_batch", type=nonneg_int, default=None,
                    help="curves relearned together as one vectorised model (default: 32 on a GPU, 1 on a CPU)")
     return p
 
@@ -365,11 +379,19 @@ def main(argv=None, dataset_default: str = "Cifar20"):
         return 0
     if args.method is None:
         raise UsageError("-method is required (or pass --refs-only)")
+    import sys
+
+    from .forget import extras_from_args
+    from .identity import attack_extras
+
     para1, para2 = resolve_paras(args.method, args.para1, args.para2)
+    _, f_extras = extras_from_args(args)
+    a_extras = attack_extras(setting.dataset, given)
     res = reminiscence_attack(setting, method=args.method, para1=para1, para2=para2, cfg=cfg,
-                              device=device_arg(args), progress=args.progress)
+                              device=device_arg(args), progress=args.progress, forget_extras=f_extras,
+                              attack_extras=a_extras, argv=sys.argv[1:] if argv is None else list(argv))
     for line in res["lines"]:
         print(line)
     print(f"{res['curves']} curves, {res['seconds_per_curve']:.3f}s per curve, {res['seconds']:.1f}s in all -> "
-          f"{attack_dir(setting, args.method, para1, para2)}")
+          f"{attack_dir(setting, args.method, para1, para2, {**f_extras, **a_extras})}")
     return 0

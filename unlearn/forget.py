@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results, save_checkpoint
-from .cli import base_parser, device_arg
+from .cli import base_parser, device_arg, finite_float, nonneg_float, nonneg_int, positive_float
 from .engine import resolve_device, seed_everything
 from .errors import Diverged, UsageError
+from .identity import run_identity
 from .methods import Context, check_options, check_paras, get_method, list_methods, pretrain_l1, resolve_paras
 from .metrics import evaluate_unlearning
 from .our import ReplayConfig, run_our
@@ -49,12 +50,15 @@ def parser(dataset_default: str):
                    help="class to forget, as a dataset label (default from config.py)")
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
                    help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
-    p.add_argument("--para1", type=float, default=None, help="first method parameter (usually the learning rate)")
-    p.add_argument("--para2", type=float, default=None, help="second method parameter (usually epochs)")
+    p.add_argument("--para1", type=finite_float, default=None, help="first method parameter (usually the learning rate)")
+    p.add_argument("--para2", type=finite_float, default=None, help="second method parameter (usually epochs)")
     p.add_argument("--mask_path", "--mask-path", dest="mask_path", default=None, help="SalUn saliency mask (.pt)")
-    p.add_argument("--replay_epochs", type=int, default=None, help="_our: Replay epochs (default per method)")
-    p.add_argument("--replay_lr", type=float, default=0.01, help="_our: Replay learning rate")
-    p.add_argument("--replay_l1", type=float, default=5e-5, help="_our: Replay L1 weight")
+    p.add_argument("--replay_epochs", type=nonneg_int, default=None,
+                   help="_our: Replay epochs (default per method; 0: over-unlearning only)")
+    p.add_argument("--replay_lr", type=positive_float, default=None,
+                   help=f"_our: Replay learning rate (default {ReplayConfig().lr})")
+    p.add_argument("--replay_l1", type=nonneg_float, default=None,
+                   help=f"_our: Replay L1 weight (default {ReplayConfig().l1})")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method-specific option, e.g. --opt alpha=0.9 (repeatable)")
     return p
@@ -73,12 +77,29 @@ def parse_options(pairs) -> dict:
     return out
 
 
+def replay_config(spec, *, epochs=None, lr=None, l1=None) -> tuple[ReplayConfig, dict]:
+    """The Replay settings of ``spec``'s ``_our`` run and those of them that differ from the defaults."""
+    default = ReplayConfig(epochs=spec.replay_epochs)
+    given = {"epochs": epochs, "lr": lr, "l1": l1}
+    given = {k: v for k, v in given.items() if v is not None and v != getattr(default, k)}
+    return ReplayConfig(**{**vars(default), **given}), {f"replay_{k}": v for k, v in given.items()}
+
+
+def forget_extras(*, options=None, replay_extras=None, weight_path=None, batch_size=None, mask_path=None) -> dict:
+    """The non-default settings of a forget run: they go into its folder name (see unlearn.identity)."""
+    return {"options": dict(options or {}), **(replay_extras or {}),
+            "weight_path": str(weight_path) if weight_path else None, "batch_size": batch_size,
+            "mask_path": str(mask_path) if mask_path else None}
+
+
 def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
-    """(run folder, results) of every ``retrain`` run of this setting and seed that finished ok, newest first."""
+    """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
     runs = []
     for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
         r = read_ok_results(res)
-        if r and r.get("config", {}).get("seed") == setting.seed:
+        c = (r or {}).get("config", {})
+        if r and c.get("seed") == setting.seed and c.get("forget_class") == setting.forget_class \
+                and sorted(c.get("ood_classes", [])) == sorted(setting.ood_classes):
             runs.append((res.stat().st_mtime, res.parent, r))
     return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]
 
@@ -91,8 +112,14 @@ def retrain_seconds(setting: Setting) -> float | None:
 
 def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight_path=None, batch_size=None,
                 device="auto", mask_path=None, replay: ReplayConfig | None = None, options=None,
-                progress: bool = True) -> dict:
-    """Run one unlearning method end to end and write its run folder. Returns results."""
+                progress: bool = True, extras: dict | None = None, argv: list[str] | None = None) -> dict:
+    """Run one unlearning method end to end and write its run folder. Returns results.
+
+    ``extras`` (:func:`forget_extras`) name the folder; ``argv`` (the stand-alone command's
+    arguments) goes into the run's identity, so run.py reuses the run only for the same command.
+    Before anything is written, an old ``results.json`` in the folder is removed: a failed or
+    killed rerun never leaves a folder that looks complete.
+    """
     spec, our = get_method(method)
     para1, para2 = resolve_paras(method, para1, para2)
     check_paras(method, para1, para2)
@@ -107,7 +134,10 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     gen = seed_everything(setting.seed)
     model, _ = setting.load_model(weight_path, device, fix=f"run: {setting.pretrain_command(l1)}")
     data = setting.load_data(device)
-    out = setting.stage_dir("unlearning", method, para1, para2)
+    out = setting.stage_dir("unlearning", method, para1, para2, extras)
+    (out / "results.json").unlink(missing_ok=True)
+    identity = run_identity(argv if argv is not None else ["<api>", method, str(para1), str(para2), repr(extras)],
+                            dataset=setting.dataset, inputs=[weight_path, mask_path])
     options = dict(options or {})
     if mask_path:
         options["mask_path"] = str(mask_path)
@@ -122,7 +152,8 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
                 "replay": vars(replay) if our else None}
     meta = dict(model_name=setting.net, num_classes=setting.num_outputs, dataset=setting.dataset,
                 class_map=setting.split.class_map, config=resolved)
-    results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "config": resolved}
+    results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "config": resolved,
+               "identity": identity}
     mid = {}
 
     def on_mid(m, seconds):
@@ -154,16 +185,26 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     return results
 
 
+def extras_from_args(args) -> tuple[ReplayConfig, dict]:
+    """Replay settings and folder-name extras of a forget (or attack) command line."""
+    spec, _ = get_method(args.method)
+    replay, replay_extras = replay_config(spec, epochs=args.replay_epochs, lr=args.replay_lr, l1=args.replay_l1)
+    extras = forget_extras(options=parse_options(args.opt), replay_extras=replay_extras, weight_path=args.weight_path,
+                           batch_size=args.batch_size, mask_path=args.mask_path)
+    return replay, extras
+
+
 def main(argv=None, dataset_default: str = "Cifar20"):
+    import sys
+
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
-    spec, _ = get_method(args.method)
+    replay, extras = extras_from_args(args)
     res = unlearn_run(setting, method=args.method, para1=args.para1, para2=args.para2, weight_path=args.weight_path,
-                      batch_size=args.batch_size, device=device_arg(args), mask_path=args.mask_path,
-                      replay=ReplayConfig(epochs=args.replay_epochs or spec.replay_epochs, lr=args.replay_lr,
-                                          l1=args.replay_l1),
-                      options=parse_options(args.opt), progress=args.progress)
-    out = setting.stage_dir("unlearning", args.method, res["para1"], res["para2"])
+                      batch_size=args.batch_size, device=device_arg(args), mask_path=args.mask_path, replay=replay,
+                      options=parse_options(args.opt), progress=args.progress, extras=extras,
+                      argv=sys.argv[1:] if argv is None else list(argv))
+    out = setting.stage_dir("unlearning", args.method, res["para1"], res["para2"], extras)
     if res["status"] != "ok":
         print(f"{args.method}: {res['status']} at step {res['diverged']['step']} -> {out}")
         return 1

@@ -5,7 +5,7 @@ import argparse
 import time
 
 import config
-from .cli import Parser
+from .cli import Parser, nonneg_int, positive_int
 from .errors import UsageError
 from .methods import pretrain_l1, resolve_paras
 from .runner import build_jobs, default_jobs, run_jobs
@@ -23,22 +23,27 @@ def parser(defaults: dict):
     p.add_argument("-net", "--net", default=defaults["net"])
     p.add_argument("-classes", "--classes", type=int, default=defaults["classes"])
     p.add_argument("--forget_class", "--forget-class", type=int, default=defaults["forget_class"])
-    p.add_argument("--seeds", type=int, nargs="+", default=defaults["seeds"])
+    p.add_argument("--ood_classes", "--ood-classes", type=nonneg_int, nargs="+", default=defaults.get("ood_classes"),
+                   help="classes held out as OOD (default from config.py)")
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=defaults["seeds"])
     p.add_argument("--methods", nargs="+", default=None,
                    help="method names to run (settings from the list in config.py); default: the whole list")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=defaults["stages"])
     p.add_argument("--python_file", default=defaults["python_file"],
                    help="the paper's way: run only this stage script over the method list")
     p.add_argument("-weight_path", "--weight_path", default=defaults["weight_path"])
-    p.add_argument("--jobs", type=int, default=defaults["jobs"],
+    p.add_argument("--jobs", type=positive_int, default=defaults["jobs"],
                    help="stage commands at once (default: the number of GPUs, each pinned to one; 1 on CPU)")
     p.add_argument("--isolate", action="store_true",
                    help="one process per run even with --jobs 1 (by default a stage's runs then share one)")
-    p.add_argument("--trials", type=int, default=None, help="override the attack's trials")
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="override pretraining epochs")
+    p.add_argument("--trials", type=positive_int, default=None, help="override the attack's trials")
+    p.add_argument("--retrain_refs", "--retrain-refs", type=nonneg_int, default=None,
+                   help="retrained reference models of the attack (default: config.ATTACK)")
+    p.add_argument("--pretrain-epochs", type=positive_int, default=None, help="override pretraining epochs")
     p.add_argument("--data-root", "--data_root", dest="data_root", default=None)
     p.add_argument("--log-root", "--log_root", dest="log_root", default=None)
-    p.add_argument("--force", action="store_true", help="rerun runs whose results.json says ok")
+    p.add_argument("--force", action="store_true",
+                   help="rerun every run of the requested stages, even those whose results are fresh")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the summary from existing results")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -46,19 +51,35 @@ def parser(defaults: dict):
     return p
 
 
-def stages_for(python_file: str | None, stages: list[str]) -> list[str]:
+_PREFIXES = {"forget_full_class_main": "forget", "mia_on_mu_main": "attack", "pretrain_model": "pretrain",
+             "run-distribution-metric": "distribution"}
+
+
+def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list[str]:
+    """The stage a paper-style ``python_file`` names; refused if it names another dataset.
+
+    The CIFAR-20 scripts serve every dataset without a script of its own (Digits,
+    FashionMNIST), so ``*_cifar20*.py`` goes with those too; a CIFAR-100 or ImageNet64
+    script with another ``dataset`` is an error rather than a silent switch.
+    """
     if not python_file:
         return stages
-    if python_file.startswith("forget_full_class_main"):
-        return ["forget"]
-    if python_file.startswith("mia_on_mu_main"):
-        return ["attack"]
-    if python_file.startswith("pretrain_model"):
-        return ["pretrain"]
-    if python_file.startswith("run-distribution-metric"):
-        return ["distribution"]
-    raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
-                     "or mia_on_mu_main_<dataset>_fullclass.py")
+    from pathlib import Path
+
+    name = Path(python_file).name
+    stage = next((st for pre, st in _PREFIXES.items() if name.startswith(pre)), None)
+    if stage is None:
+        raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
+                         "or mia_on_mu_main_<dataset>_fullclass.py")
+    if stage != "distribution":
+        from .runner import script
+
+        named = next((d for d in ("cifar100", "imagenet64", "cifar20") if f"_{d}" in name.lower()), None)
+        expected = script(stage, dataset)
+        if named is not None and Path(expected).name != name:
+            raise UsageError(f"python_file {name} is a {named} script but the dataset is {dataset}, whose script is "
+                             f"{expected}; set python_file = {expected!r} or change dataset")
+    return [stage]
 
 
 def normalise_entry(entry) -> tuple:
@@ -90,14 +111,18 @@ def main(argv, defaults: dict) -> int:
     attack = dict(defaults["attack"] or {})
     if args.trials:
         attack["trials"] = args.trials
-    stages = stages_for(args.python_file, args.stages)
+    stages = stages_for(args.python_file, args.stages, base.dataset)
+    refs = args.retrain_refs if args.retrain_refs is not None else attack.get(
+        "retrain_refs", config.ATTACK.get(base.dataset, {}).get("retrain_refs", 0))
+    if args.retrain_refs is not None:
+        attack["retrain_refs"] = args.retrain_refs
     t0 = time.perf_counter()
     failed = {}
     if not args.summary_only:
         extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
         jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
                           extra_pretrain=extra, weight_path=args.weight_path,
-                          method_l1=lambda m: pretrain_l1(m, base.dataset))
+                          method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs, force=args.force)
         n_jobs = args.jobs or default_jobs()
         status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
                                  progress=args.progress) if args.executor != "local" else
@@ -106,7 +131,7 @@ def main(argv, defaults: dict) -> int:
         if args.dry_run:
             return 0
         failed = {k: v[1] for k, v in status.items() if v[0] != 0}
-    rows, md = write_summary(base, methods, args.seeds)
+    rows, md = write_summary(base, methods, args.seeds, weight_path=args.weight_path, attack=attack)
     print(md)
     print(f"summary: {base.log_root}/summary.md, summary.csv ({time.perf_counter() - t0:.0f}s)")
     if failed:
