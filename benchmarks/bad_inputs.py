@@ -24,6 +24,7 @@ CASES = [
     (F, "-method finetune_our --replay_epochs -2"), (F, "-method finetune --opt aplha=0.9"),
     (F, "-method finetune --opt novalue"), (F, "-method finetune -weight_path /nonexistent.pth"),
     (F, "-method SalUn --mask_path missing.pt"), (F, "-method finetune -net ResNet18"),
+    (F, "-method finetune -net ResNet18 -weight_path {logs}/model/pretrain/SmallCNN-Digits-10/best.pth"),
     (F, "-method finetune --ood_classes 4 9"),
     (A, "-method finetune --relearning_lr -0.01"), (A, "-method finetune --trials 1"),
     (A, "-method finetune --unlearn_data_percent 0"), (A, "-method finetune --num_ood_dataset 5"),
@@ -50,7 +51,8 @@ def main() -> int:
         for script, args in CASES:
             before = files(logs)
             extra = ["--log-root", str(logs), "--dry-run"] if script == "run.py" else common
-            p = subprocess.run([sys.executable, script, *extra, *args.split()], cwd=ROOT, env=env,
+            argv = args.replace("{logs}", str(logs)).split()
+            p = subprocess.run([sys.executable, script, *extra, *argv], cwd=ROOT, env=env,
                                capture_output=True, text=True)
             lines = p.stderr.strip().splitlines()
             wrote = len(files(logs) - before)

@@ -371,6 +371,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
     setting = Setting.from_args(args)
     given = {k: getattr(args, k) for k in AttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     cfg = AttackConfig(**{**config.ATTACK[setting.dataset], **given})
+    cfg.validate(setting)  # bad attack settings are reported before a missing model
     if args.refs_only:
         r = reference_curves(setting, cfg=cfg, device=device_arg(args), progress=args.progress)
         print(f"reference curves of seeds {r['references']} and the anchor: {r['cached']} cached, {r['computed']} "
