@@ -42,7 +42,7 @@ DATASETS = {
     ),
     "FashionMNIST": dict(
         classes=10, ood_classes=[8, 9], forget_class=4, net="SmallCNN", image_shape=(1, 28),
-        epochs=30, milestones=[15, 25], lr=0.05, batch_size=128, augment=False,
+        epochs=30, milestones=[15, 25], lr=0.05, batch_size=128, augment=False, best_from_milestone=2,
     ),
 }
 
@@ -100,14 +100,14 @@ MU_METHOD_LIST = {
         ("negative_grad", 0.02, 5),                                                  # 97.4 / 4.7
         ("amnesiac", 0.01, 3),                                                       # 98.2 / 0
         ("badteacher", 1e-3, 3),                                                     # 98.9 / 0
-        ("ssd_tuning", 1, 1),                                                        # 99.7 / 0
+        ("ssd_tuning", 3, 1),                                                        # 99.7 / 0 (2-thread model: 96.1 / 0)
         ("Wfisher", 100, 1000),                                                      # 68.9 / 4.7: OFF_TARGET
         ("FisherForgetting", None, None),                                            # 94.2 / 0
         ("UNSIR", 0.01, 2),                                                          # 98.7 / 0
         ("FT_prune", 0.01, 10, {"l1": 0.01}),                                        # 98.2 / 0
         ("SalUn", None, None),                                                       # 99.5 / 0
         ("SCRUB", 0.01, 5),                                                          # 99.2 / 0
-        ("boundary_shrink", None, None),                                             # 97.9 / 0
+        ("boundary_shrink", 5e-5, 10),                                               # 97.6 / 0 (2-thread: 92.9 / 0)
         ("OUR", 0.01, 5),                                                            # 98.4 / 6.3
         ("finetune_our", 0.1, 20, {"weight_decay": 0.005}),                          # 99.5 / 0
         ("negative_grad_our", 0.02, 5),                                              # 97.9 / 0
@@ -122,27 +122,36 @@ MU_METHOD_LIST = {
         ("SCRUB_our", 0.01, 5),                                                      # 97.9 / 0
         ("boundary_shrink_our", 1e-2, 10),                                           # 98.4 / 0
     ],
-    # Settings from a sweep of 95 runs on the default FashionMNIST model (seed 0; the ones marked
-    # were checked on seed 1 too); d_t / d_f of that sweep in the comments.
+    # FashionMNIST (no augmentation: retain-train 99.65%, retain-test 90.9%; the best-test epoch after the
+    # second milestone). The list tuned on the previous, augmented 8-epoch model, re-checked on this one;
+    # changed where it missed. Worst d_t / d_f over seeds 0, 1, 2 in the comments (baseline 90.9 / 99.3).
     "FashionMNIST": [
-        ("baseline", 0, 0), ("retrain", 0.01, 8),                             # 90.7 / 0
-        ("finetune", 0.025, 3),                                                # 92.3 / 0
-        ("negative_grad", 2e-4, 1),                                            # 89.0 / 0.4 (seed 1: 88.7 / 0.6)
-        ("amnesiac", 1e-4, 2),                                                 # 90.5 / 3.6 (seed 1: 90.4 / 3.5)
-        ("badteacher", 1e-4, 3, {"T": 0.05}),                                  # 86.4 / 5.9, seed-dependent
-        ("ssd_tuning", 6.3, 1),                                                # 87.6 / 0.0 (seed 1 the same)
-        ("Wfisher", 3, 1000),                                                  # 88.8 / 0.1 (seed 1: 89.4 / 0.3)
-        ("FisherForgetting", 1e-6, 1000, {"fisher": "mc", "fisher_samples": 2000}),  # 88.6 / 0
-        ("UNSIR", 0.02, 1),                                                    # 88.6 / 0
-        ("FT_prune", 0.01, 3),                                                 # 91.8 / 0
-        ("SalUn", 0.013, 3),                                                   # 91.7 / 0
-        ("SCRUB", 5e-3, 1),                                                    # 89.1 / 4.8 (seed 1: 86.2 / 3.2)
-        ("boundary_shrink", 1e-4, 3),                                          # 89.0 / 0
-        ("OUR", None, None),
-        ("finetune_our", 0.1, 2), ("negative_grad_our", 3e-4, 1), ("amnesiac_our", 0.0025, 1),
-        ("badteacher_our", 1e-3, 3), ("ssd_tuning_our", 0.005, 0.4), ("Wfisher_our", 120, 1000),
-        ("FisherForgetting_our", 1e-5, 1000, {"fisher": "mc", "fisher_samples": 2000}), ("UNSIR_our", 0.02, 0),
-        ("FT_prune_our", 0.05, 2), ("SalUn_our", 0.02, 3), ("SCRUB_our", 1e-3, 2), ("boundary_shrink_our", 1e-3, 3),
+        ("baseline", 0, 0), ("retrain", None, None),                               # 92.3 / 0
+        ("finetune", 0.025, 3),                                                    # 92.2 / 1.8
+        ("negative_grad", 2e-3, 1),                                                # 90.5 / 0.5 (2e-4: d_f 55.5)
+        ("amnesiac", 1e-4, 2),                                                     # 91.6 / 0
+        ("badteacher", 1e-4, 4, {"T": 0.05}),                                      # 87.6 / 7.7 (3 epochs: d_f 10.8)
+        ("ssd_tuning", 6.3, 1),                                                    # 91.0 / 0
+        ("Wfisher", 1.25, 1000),                                                   # 87.3 / 5.3 (alpha 3: d_t 51.6)
+        ("FisherForgetting", 1e-6, 1000, {"fisher": "mc", "fisher_samples": 2000}),  # 84.0 / 0.7
+        ("UNSIR", 0.02, 1),                                                        # 87.4 / 0
+        ("FT_prune", 0.01, 3),                                                     # 90.2 / 6.2
+        ("SalUn", 0.013, 3),                                                       # 90.8 / 0
+        ("SCRUB", 5e-3, 1),                                                        # 89.8 / 0
+        ("boundary_shrink", 1e-4, 3),                                              # 91.3 / 0
+        ("OUR", None, None),                                                       # 92.3 / 0.1
+        ("finetune_our", 0.1, 2),                                                  # 88.8 / 0
+        ("negative_grad_our", 3e-4, 1),                                            # 90.8 / 4.9 (lr 0.01: diverges)
+        ("amnesiac_our", 0.0025, 1),                                               # 91.4 / 0
+        ("badteacher_our", 1e-3, 3),                                               # 90.6 / 0
+        ("ssd_tuning_our", 0.005, 0.4),                                            # 90.5 / 0
+        ("Wfisher_our", 120, 1000),                                                # 86.6 / 0
+        ("FisherForgetting_our", 1e-5, 1000, {"fisher": "mc", "fisher_samples": 2000}),  # 91.7 / 0
+        ("UNSIR_our", 0.02, 0),                                                    # 91.3 / 0
+        ("FT_prune_our", 0.05, 2),                                                 # 90.1 / 0
+        ("SalUn_our", 0.02, 3),                                                    # 90.5 / 0
+        ("SCRUB_our", 1e-3, 2),                                                    # 90.3 / 0
+        ("boundary_shrink_our", 1e-3, 3),                                          # 91.5 / 2.5
     ],
 }
 
@@ -166,10 +175,7 @@ OFF_TARGET = {
                    "91.6 / 95.3 at 50, 78.9 / 62.2 at 70, 72.9 / 21.3 at 85, 66.8 / 0 at 100. On run.py's "
                    "2-thread model (baseline d_t 100) alpha 80-100 forgets (d_f 0) at d_t 82.6-83.7",
     },
-    "FashionMNIST": {
-        "badteacher": "seed-dependent: (1e-4, 3, T 0.05) gives d_f 5.9 / 22.6 / 10.0 on seeds 0 / 1 / 2; at T 1 "
-                      "a larger learning rate or more epochs raise d_f (25 -> 49), T 4 gives 32-37",
-    },
+    "FashionMNIST": {},
 }
 
 

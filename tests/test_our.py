@@ -207,3 +207,16 @@ def test_quick_loops_print_no_empty_progress_bars(capsys):
                  torch.optim.SGD(model.parameters(), lr=0.1), loop=LoopConfig(epochs=5, desc="t", progress=True))
     err = capsys.readouterr().err
     assert "0it" not in err and "t 1/5" not in err
+
+
+def test_best_epoch_only_after_the_configured_milestone(digits, tmp_path, monkeypatch):
+    """``best_from_milestone`` 2 with 4 epochs (milestones scale to 2 and 3): only epoch 4 may be kept."""
+    from dataclasses import replace
+
+    from unlearn.pretrain import pretrain
+
+    monkeypatch.setitem(config.DATASETS["Digits"], "best_from_milestone", 2)
+    setting = replace(digits, log_root=str(tmp_path))
+    res = pretrain(setting, lr=0.05, epochs=4, batch_size=32, l1=0.0, device="cpu", progress=False)
+    assert res["config"]["milestones"] == [2, 3] and res["config"]["best_from_epoch"] == 4
+    assert res["best_epoch"] == 4 and res["best_test_acc"] == res["epochs"][3]["test_acc"]
