@@ -47,12 +47,12 @@ DATASETS = {
 }
 
 
-# Reminiscence Attack defaults: candidate set = unlearn_data_percent of the forget
-# class's training data; non-members from num_ood_dataset OOD classes; each step
 # Reference population of the Reminiscence Attack: retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1
 # (R = ATTACK[dataset]["retrain_refs"]), far from the experiment seeds so they never coincide.
 REFERENCE_SEED_BASE = 1000
 
+# Reminiscence Attack defaults: candidate set = unlearn_data_percent of the forget
+# class's training data; non-members from num_ood_dataset OOD classes; each step
 # = 1 candidate + retain_per_step retain samples; curves capped at steps; each candidate is
 # used at most once per curve when there are at least `steps` of them (the paper's code);
 # retrain_refs retrained reference models calibrate every verdict.

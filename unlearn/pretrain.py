@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import config
 from .checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
-from .cli import base_parser, device_arg
+from .cli import base_parser, device_arg, nonneg_float, positive_float, positive_int
 from .engine import accuracy, resolve_device, seed_everything
 from .errors import Diverged
 from .recipe import fit, pretrain_recipe, warmup_multistep  # noqa: F401  (warmup_multistep: moved there)
@@ -25,14 +25,14 @@ from .setting import Setting
 
 def parser(dataset_default: str):
     p = base_parser("Pretrain a classifier on the in-distribution classes.", dataset_default)
-    p.add_argument("-lr", "--lr", type=float, default=None, help="initial learning rate (default from config.py)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default from config.py)")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 penalty weight for a sparse pretrained model")
+    p.add_argument("-lr", "--lr", type=positive_float, default=None, help="initial learning rate (default from config.py)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs (default from config.py)")
+    p.add_argument("--l1", type=nonneg_float, default=0.0, help="L1 penalty weight for a sparse pretrained model")
     return p
 
 
 def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: float, device,
-             progress: bool = True) -> dict:
+             progress: bool = True, identity: dict | None = None) -> dict:
     """Train with the dataset's recipe (:mod:`unlearn.recipe`; ``lr``, ``epochs``, ``batch_size`` override it),
     write best/last checkpoints and results.json; return the results.
 
@@ -52,6 +52,7 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
     model = setting.new_model(device)
     train, test = data.in_train, data.in_test
     out = setting.pretrain_dir(l1)
+    (out / "results.json").unlink(missing_ok=True)  # a failed or killed rerun must not look complete
     resolved = {**setting.as_dict(), **recipe.as_dict(), "l1": l1, "device": str(device),
                 "best_from_epoch": first_eligible}
     meta = dict(model_name=setting.net, num_classes=setting.num_outputs, dataset=setting.dataset,
@@ -91,18 +92,23 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
     results = {"status": status, "diverged": diverged, "config": resolved, "best_test_acc": state["best"],
                "best_epoch": state["best_epoch"], "best_retain_train_acc": best.get("retain_train_acc"),
                "best_retain_test_acc": best.get("retain_test_acc"), "seconds": seconds, "epochs": state["epochs"],
-               "environment": environment()}
+               "environment": environment(), "identity": identity}
     atomic_write_json(out / "results.json", results)
     return results
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):
+    import sys
+
+    from .identity import run_identity
+
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
     cfg = config.dataset_config(setting.dataset)
     res = pretrain(setting, lr=args.lr or cfg["lr"], epochs=args.epochs or cfg["epochs"],
                    batch_size=args.batch_size or cfg["batch_size"], l1=args.l1, device=device_arg(args),
-                   progress=args.progress)
+                   progress=args.progress,
+                   identity=run_identity(sys.argv[1:] if argv is None else list(argv), dataset=setting.dataset))
     print(f"best test accuracy {res['best_test_acc']:.4f} (epoch {res['best_epoch']}), {res['seconds']:.1f}s -> "
           f"{setting.pretrain_dir(args.l1)}")
     return 0 if res["status"] == "ok" else 1
