@@ -79,7 +79,7 @@ def test_sbatch_scripts_arrays_and_dependencies(tmp_path, fake_slurm):
     opts = options(tmp_path / "slurm")
     arrays = plan_arrays(jobs, jobs, {})
     assert [(a.label, len(a.jobs), a.after) for a in arrays] == [
-        ("pretrain", 1, []), ("forget", 6, [0]), ("attack", 6, [1]), ("distribution", 2, [1])]
+        ("pretrain", 1, []), ("forget", 6, [0]), ("attack", 6, [1]), ("distribution", 6, [1])]
     handles = submit_graph(submitit.SlurmExecutor(folder=opts.folder / "%j"), opts, arrays, {})
     scripts = [(fake_slurm / f"{1001 + k}.sh").read_text() for k in range(len(arrays))]
     assert not (fake_slurm / f"{1001 + len(arrays)}.sh").exists()
@@ -91,7 +91,7 @@ def test_sbatch_scripts_arrays_and_dependencies(tmp_path, fake_slurm):
     assert "array" not in flags[0] and "dependency" not in flags[0]
     assert flags[1]["array"] == "0-5%3" and flags[1]["dependency"] == "afterany:1001"
     assert flags[2]["array"] == "0-5%3" and flags[2]["dependency"] == "afterany:1002"
-    assert flags[3]["array"] == "0-1%2" and flags[3]["dependency"] == "afterany:1002"
+    assert flags[3]["array"] == "0-5%3" and flags[3]["dependency"] == "afterany:1002"
     assert all(f"export PYTHONPATH={ROOT}" in s for s in scripts)
     # the dry run shows exactly these scripts
     deps = [None, "afterany:1001", "afterany:1002", "afterany:1002"]

@@ -20,7 +20,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from .cli import base_parser, device_arg, finite_float, nonneg_int, positive_int
 from .engine import predict, resolve_device, seed_everything
 from .errors import UsageError
-from .identity import is_fresh, run_identity
+from .identity import distribution_identity, is_fresh, run_identity
 from .runinfo import environment
 from .setting import Setting, fmt_para
 
@@ -73,9 +73,14 @@ def run_dir(setting: Setting, stage: str, name: str):
     return setting.stage_dir(stage, "x", 0, 0).parent / name
 
 
-def missing_model_message(setting: Setting, run, path) -> str:
-    return (f"no unlearned model at {path}; run the forget stage for {run} first (python forget_full_class_main_"
-            f"cifar20.py --dataset {setting.dataset} -net {setting.net} -method ...)")
+def missing_model_message(setting: Setting, run: str, path) -> str:
+    """One line naming the forget command that makes the missing model (read off the run's folder name)."""
+    import re
+
+    m = re.match(r"^([^-]+)-(-?[^-]+)-(-?[^-]+)", run)
+    what = f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m else f"-method ... (run {run})"
+    return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
+            f"{setting.dataset} -net {setting.net} {what}" + (f" -seed {setting.seed}" if setting.seed else ""))
 
 
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,
@@ -122,7 +127,8 @@ def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int
                "points": int(len(y)), "metrics": metrics, "seconds": time.perf_counter() - t0,
                "config": {**setting.as_dict(), "max_points": max_points, "tsne_seed": tsne_seed},
                "environment": environment(), "identity": run_identity(
-                   [name, features, str(max_points), str(tsne_seed)], dataset=setting.dataset, inputs=[p])}
+                   distribution_identity(name, features=features, max_points=max_points, tsne_seed=tsne_seed),
+                   dataset=setting.dataset, inputs=[p])}
         atomic_write_json(out / "results.json", res)
         t = metrics["tsne"]
         print(f"{m} ({a}, {b}): variance {t['intra_class_variance']:.2f} silhouette {t['silhouette']:.3f} "
@@ -142,7 +148,8 @@ def main(argv=None):
     setting = Setting.from_args(args)
     runs = parse_runs(args, setting)
     if args.skip_done:
-        argv = lambda r: [r, args.features, str(args.max_points), str(args.tsne_seed)]  # noqa: E731
+        argv = lambda r: distribution_identity(r, features=args.features, max_points=args.max_points,  # noqa: E731
+                                               tsne_seed=args.tsne_seed)
         runs = [r for r in runs if not is_fresh(read_ok_results(run_dir(setting, "visualization", r) / "results.json"),
                                                 argv=argv(r), dataset=setting.dataset)]
     missing = []

@@ -34,8 +34,10 @@ def methods_epilog() -> str:
     lines = ["methods (para1 / para2, defaults; _our: over-unlearning defaults):"]
     for name in list_methods(include_our=False):
         spec, _ = get_method(name)
-        our = f"; _our {spec.over_defaults}" if spec.approximate else ""
+        our = f"; _our {spec.over_defaults}" if spec.approximate and not spec.is_our else ""
         lines.append(f"  {name}: {spec.para1} / {spec.para2}, {spec.defaults}{our}. {spec.summary}")
+        if spec.options:
+            lines.append(f"      --opt: {spec.options_text}")
     return "\n".join(lines)
 
 

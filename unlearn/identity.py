@@ -127,3 +127,8 @@ def attack_extras(dataset: str, given: dict) -> dict:
     norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples and lists compare equal)
     diff = {k: v for k, v in given.items() if v is not None and (k not in defaults or norm(v) != norm(defaults[k]))}
     return {"attack": diff} if diff else {}
+
+
+def distribution_identity(run: str, *, features: str = "logits", max_points="5000", tsne_seed="42") -> list[str]:
+    """The arguments a distribution run records in its identity (one run of a possibly longer command)."""
+    return ["--run", run, "--features", features, "--max-points", str(max_points), "--tsne-seed", str(tsne_seed)]

@@ -29,7 +29,7 @@ import config
 from .batch import save_run_log
 from .checkpoint import read_ok_results
 from .forget import forget_extras
-from .identity import attack_extras, is_fresh
+from .identity import attack_extras, distribution_identity, is_fresh
 from .setting import Setting, fmt_para
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +57,10 @@ class Job:
     check_argv: bool = True  # fresh only if its results were made by this very command
     if_needed: bool = False  # a helper job (no results of its own): runs only when a job depending on it runs
     dataset: str | None = None
+    identity_argv: list[str] | None = None  # what its results record as arguments, where not its command's
 
     def fresh(self) -> bool:
-        argv = self.cmd[2:] if self.check_argv else None
+        argv = (self.identity_argv or self.cmd[2:]) if self.check_argv else None
         if not self.done:
             return False
         return all(is_fresh(read_ok_results(d), argv=argv, dataset=self.dataset) for d in self.done)
@@ -135,13 +136,12 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
     a_extras = attack_extras(ds, attack)
     for seed in seeds:
         s = replace(base, seed=seed)
-        forget_names, vis_runs, vis_done, attack_jobs = [], [], [], []
+        attack_jobs, dist_jobs = [], []
         retrain_name = forget_job(s, *retrain)[0].name if retrain is not None else None
         for method, p1, p2, opts in methods:
             job, base_cmd, extras = forget_job(s, method, p1, p2, opts)
             if "forget" in stages:
                 jobs.append(job)
-            forget_names.append(job.name)
             if "attack" in stages:
                 adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **a_extras})
                 deps = [job.name, *ref_names]
@@ -150,8 +150,15 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
                 attack_jobs.append(Job(f"attack:{adir.name}", [py, script("attack", ds), *base_cmd, *wp, *aflags],
                                        adir, [adir / "results.json"], deps, group=f"attack:seed{seed}", max_threads=1,
                                        dataset=ds))
-            vis_runs.append(s.run_name(method, p1, p2, extras))
-            vis_done.append(s.stage_dir("visualization", method, p1, p2, extras) / "results.json")
+            if "distribution" in stages:
+                name = s.run_name(method, p1, p2, extras)
+                vdir = s.stage_dir("visualization", method, p1, p2, extras)
+                points = str(config.DISTRIBUTION_MAX_POINTS.get(ds, 5000))
+                cmd = [py, script("distribution", ds), *common_flags(s), "-seed", str(seed),
+                       *([] if force else ["--skip-done"]), "--max-points", points, "--run_dirs", name]
+                dist_jobs.append(Job(f"distribution:{name}", cmd, vdir, [vdir / "results.json"], [job.name],
+                                     group=f"distribution:seed{seed}", dataset=ds,
+                                     identity_argv=distribution_identity(name, max_points=points)))
         if attack_jobs and ref_names:  # the references' curves once, before the attacks share them
             cmd = [py, script("attack", ds), *common_flags(s), "-seed", str(seed), "-method", "retrain",
                    "--refs-only", *aflags]
@@ -160,15 +167,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
             jobs.append(refs)
             for j in attack_jobs:
                 j.deps.append(refs.name)
-        jobs += attack_jobs
-        if "distribution" in stages:  # one process per seed over all runs, like the paper's script
-            skip = [] if force else ["--skip-done"]
-            cmd = [py, script("distribution", ds), *common_flags(s), "-seed", str(seed), *skip,
-                   "--skip-missing", "--max-points", str(config.DISTRIBUTION_MAX_POINTS.get(ds, 5000)),
-                   "--run_dirs", *vis_runs]
-            folder = s.stage_dir("visualization", "all", 0, 0).parent
-            jobs.append(Job(f"distribution:seed{seed}", cmd, folder, vis_done, forget_names, soft_deps=True,
-                            check_argv=False, dataset=ds))
+        jobs += attack_jobs + dist_jobs
     names = {j.name for j in jobs}
     for j in jobs:  # a dependency outside the requested stages is assumed to exist already
         j.deps = [d for d in j.deps if d in names]
@@ -268,7 +267,7 @@ def _execute(unit: list[Job], gpu, threads: int) -> list[tuple[str, int, str]]:
 
 
 def _units(jobs: list[Job], batch: bool, split: int = 1) -> list[list[Job]]:
-    """Jobs grouped into what runs as one process; single-thread groups split ``split`` ways."""
+    """Jobs grouped into what runs as one process; each group split ``split`` ways (one per CPU core)."""
     if not batch:
         return [[j] for j in jobs]
     units, by_group = [], {}
@@ -282,7 +281,7 @@ def _units(jobs: list[Job], batch: bool, split: int = 1) -> list[list[Job]]:
             units.append(by_group[j.group])
     out = []
     for u in units:
-        k = split if split > 1 and len(u) > 1 and all(j.max_threads == 1 for j in u) else 1
+        k = split if split > 1 and len(u) > 1 else 1
         out += [u[i::k] for i in range(k) if u[i::k]]
     return out
 
@@ -292,8 +291,10 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     """Run the graph; returns {name: (returncode, last line)} of every job that ran or was skipped.
 
     ``batch`` (default: when ``n_jobs`` is 1) runs each group's pending jobs in one process.
-    On a CPU the cores are shared out as threads: a job gets cores / ``n_jobs``, a
-    single-thread job (the attack) one, and single-thread groups run as one process per core.
+    On a CPU the cores are shared out as threads: a process gets the free cores divided
+    among the processes ready to start (at most cores / ``n_jobs``, and one for the attack,
+    whose 15-sample steps run fastest on one thread); in batch mode each group runs as one
+    process per core, so two small runs share the cores better than one run on two threads.
     """
     from tqdm.auto import tqdm
 
@@ -318,20 +319,27 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     bar = tqdm(total=len(pending), desc="runs", disable=not progress)
     running = {}
 
-    def need(unit) -> int:
+    def cap(unit) -> int:
         return min([j.max_threads for j in unit if j.max_threads] or [threads])
+
+    def ready(unit) -> bool:
+        names = {j.name for j in unit}
+        return not any(d in unfinished and d not in names for j in unit for d in j.deps)
 
     with ThreadPoolExecutor(max_workers=max(n_jobs, cores)) as pool:
         while units or running:
             before = len(units)
             for unit in list(units):
-                names = {j.name for j in unit}
-                if any(d in unfinished and d not in names for j in unit for d in j.deps):
+                if not ready(unit):
                     continue
                 if gpus and not free_gpus:
                     break
-                if not gpus and (need(unit) > free_cores or (running and len(running) >= max(n_jobs, cores))):
-                    continue
+                n = 0
+                if not gpus:
+                    waiting = sum(ready(u) for u in units)
+                    n = min(cap(unit), max(1, free_cores // max(waiting, 1)))
+                    if n > free_cores:
+                        continue
                 units.remove(unit)
                 go = []
                 for j in unit:
@@ -344,7 +352,6 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
                         go.append(j)
                 if go:
                     gpu = free_gpus.pop(0) if gpus else None
-                    n = 0 if gpus else need(go)
                     free_cores -= n
                     running[pool.submit(_execute, go, gpu, max(n, 1))] = (go, gpu, n)
             if not running:
