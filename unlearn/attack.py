@@ -39,7 +39,7 @@ from . import reference as ref
 from . import verdict as V
 from .checkpoint import atomic_write_json, atomic_write_text
 from .cli import nonneg_int, positive_float, positive_int
-from .identity import run_identity
+from .identity import file_sha256, run_identity
 from .engine import resolve_device
 from .errors import UsageError
 from .forget import finished_retrain_runs
@@ -152,7 +152,7 @@ class Relearner:
 
     def cached(self, path: Path, *, lr: float, level: str, desc: str) -> tuple[dict, bool]:
         """The curves of the model file ``path`` (a reference or the anchor), from the cache when valid."""
-        material = self.material(ref.file_sha256(path), lr=lr, level=level)
+        material = self.material(file_sha256(path), lr=lr, level=level)
 
         def compute():
             model, _ = self.setting.load_model(path, self.device, fix="retrain or re-pretrain it")

@@ -52,9 +52,8 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 def config_fingerprint(dataset: str) -> str:
     """Hash of the config.py entries of ``dataset`` whose values stages use as defaults."""
-    parts = {name: getattr(config, name).get(dataset) if isinstance(getattr(config, name, None), dict)
-             and dataset in getattr(config, name) else None for name in ("DATASETS", "ATTACK")}
-    parts["PRETRAIN_DEFAULTS"] = getattr(config, "PRETRAIN_DEFAULTS", None)
+    parts = {"DATASETS": config.DATASETS.get(dataset), "ATTACK": config.ATTACK.get(dataset),
+             "PRETRAIN_DEFAULTS": config.PRETRAIN_DEFAULTS}
     return _sha(parts)[:16]
 
 

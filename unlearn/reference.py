@@ -74,14 +74,6 @@ def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path
     return setting.pretrain_dir(l1) / "best.pth"
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_root(setting: Setting) -> Path:
     return Path(setting.log_root) / "forget_full_class_main" / setting.tag / "attack_reference"
 
