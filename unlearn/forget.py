@@ -94,6 +94,23 @@ def forget_extras(*, options=None, replay_extras=None, weight_path=None, batch_s
             "mask_path": str(mask_path) if mask_path else None}
 
 
+REPLAY_KEYS = ("replay_epochs", "replay_lr", "replay_l1")
+
+
+def entry_settings(method: str, options=None, *, weight_path=None) -> tuple[dict, list[str], dict]:
+    """A method-list entry's options dict as run.py runs it: (method options, replay flags, folder extras).
+
+    Besides the method's own ``--opt`` options, an ``_our`` entry may set ``replay_epochs``,
+    ``replay_lr`` and ``replay_l1`` (the forget stage's ``--replay_*`` flags); the folder extras
+    are those the forget stage derives from the same command (:func:`extras_from_args`).
+    """
+    options = dict(options or {})
+    replay = {k[len("replay_"):]: options.pop(k) for k in REPLAY_KEYS if k in options}
+    flags = [x for k, v in replay.items() for x in (f"--replay_{k}", str(v))]
+    _, replay_extras = replay_config(get_method(method)[0], **replay) if replay else (None, {})
+    return options, flags, forget_extras(options=options, replay_extras=replay_extras, weight_path=weight_path)
+
+
 def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
     """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
     runs = []

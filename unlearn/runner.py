@@ -27,7 +27,7 @@ from pathlib import Path
 import config
 from .batch import save_run_log
 from .checkpoint import read_ok_results
-from .forget import forget_extras
+from .forget import entry_settings
 from .identity import attack_extras, distribution_identity, is_fresh
 from .setting import Setting, fmt_para
 
@@ -112,11 +112,11 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
     retrain = next((m for m in methods if m[0] == "retrain"), None)
 
     def forget_job(s: Setting, method, p1, p2, opts) -> tuple[Job, list[str], dict]:
+        opts, replay_flags, extras = entry_settings(method, opts, weight_path=weight_path)
         base_cmd = [*common_flags(s), "-seed", str(s.seed), "-method", method,
                     *[x for k, v in opts.items() for x in ("--opt", f"{k}={json.dumps(v)}")],
                     *(["--para1", str(p1)] if p1 is not None else []),
-                    *(["--para2", str(p2)] if p2 is not None else [])]
-        extras = forget_extras(options=opts, weight_path=weight_path)
+                    *(["--para2", str(p2)] if p2 is not None else []), *replay_flags]
         fdir = s.stage_dir("unlearning", method, p1, p2, extras)
         job = Job(f"forget:{s.run_name(method, p1, p2, extras)}", [py, script("forget", ds), *base_cmd, *wp], fdir,
                   [fdir / "results.json"], list(pre_names), group=f"forget:seed{s.seed}", dataset=ds)

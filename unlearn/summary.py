@@ -159,11 +159,11 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
 
 def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: str = "") -> dict:
     """Folder-name extras of a method-list entry ``(method, para1, para2[, options])`` as run.py runs it."""
-    from .forget import forget_extras
+    from .forget import entry_settings
     from .identity import attack_extras
 
-    opts = entry[3] if len(entry) > 3 else None
-    return {**forget_extras(options=opts, weight_path=weight_path), **attack_extras(dataset, attack or {})}
+    extras = entry_settings(entry[0], entry[3] if len(entry) > 3 else None, weight_path=weight_path)[2]
+    return {**extras, **attack_extras(dataset, attack or {})}
 
 
 def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> list[dict]:
