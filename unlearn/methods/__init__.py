@@ -10,6 +10,11 @@ by itself: ``get_method("OUR")`` also answers ``our=True`` and it has no
 Every method declares its ``--opt`` options at registration (:class:`Option`:
 name, type, default, meaning, and in which phase it applies);
 :func:`check_options` rejects an unknown key or a bad value in one line.
+
+It also declares where ``run.py --tune`` searches (:class:`Param`): ``space`` for
+the method itself, ``over_space`` for its ``_our`` variant (the Over-Unlearning
+settings and ``replay_epochs``). :func:`check_space` validates a space in one
+line (at registration, and again when a tuner uses one, possibly overridden).
 """
 from __future__ import annotations
 
@@ -83,13 +88,48 @@ def option(name: str, type_: type, default, meaning: str, *, phase: str = "both"
     return Option(name, type_, default, meaning, phase, tuple(choices))
 
 
-# Options every method takes (read by the forget stage, not by the method).
-COMMON_OPTIONS = (option("batch_size", int, None, "batch size, as -b (default: the run's or the method's own)"),)
+# Options every method takes (read by the forget stage, not by the method). ``tuned_from`` is only recorded:
+# run.py sets it on a setting it took from a tuning study (unlearn/tune.py), so results.json names that study.
+COMMON_OPTIONS = (option("batch_size", int, None, "batch size, as -b (default: the run's or the method's own)"),
+                  option("tuned_from", str, None, "the tuning study this setting came from (set by run.py; "
+                                                  "recorded, not read)"))
 # Options of every Over-Unlearning & Replay run (unlearn/our.py).
 REPLAY_OPTIONS = (option("replay_schedule", str, "paper2024",
                          "Replay learning-rate schedule: paper2024 (the 2024 code's warm-up, peaking near 2x lr), "
                          "constant, or stepped (the 2025 OUR: half the epochs at lr, a third at 0.5x, the rest at "
                          "0.2x)", choices=("paper2024", "constant", "stepped")),)
+
+
+SPACE_KINDS = ("float", "int", "choice")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a method's search space (``run.py --tune``).
+
+    ``name`` is ``para1``, ``para2``, a declared option of the run, or (``_our`` and
+    OUR only) ``replay_epochs``. ``kind`` float or int take ``low``..``high``
+    (inclusive, ``log`` for a log scale); ``choice`` takes ``choices``.
+    """
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    kind: str = "float"
+    choices: tuple = ()
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"{self.name} in {{{', '.join(map(str, self.choices))}}}"
+        scale = " log" if self.log else ""
+        return f"{self.name} {self.low:g}..{self.high:g}{scale}{' int' if self.kind == 'int' else ''}"
+
+
+def param(name: str, low=None, high=None, *, log: bool = False, kind=float, choices=()) -> Param:
+    """A :class:`Param`; ``kind`` is ``float``, ``int`` or ``"choice"`` (the type or its name)."""
+    kind = {float: "float", int: "int"}.get(kind, kind)
+    return Param(name, low, high, bool(log), kind, tuple(choices))
 
 
 @dataclass(frozen=True)
@@ -108,11 +148,21 @@ class MethodSpec:
     summary: str = ""
     options: tuple = ()  # declared Options
     is_our: bool = False  # the method *is* Over-Unlearning & Replay (OUR): fn is its over phase, no _our variant
+    space: tuple = ()  # Params searched by run.py --tune for the method (for OUR: OUR's, replay included)
+    over_space: tuple = ()  # Params searched for its _our variant (Over-Unlearning settings, replay_epochs)
 
     @property
     def options_text(self) -> str:
         """The declared options, for ``--help``."""
         return "; ".join(o.describe() for o in self.options)
+
+    @property
+    def space_text(self) -> str:
+        """Where ``run.py --tune`` searches, for ``--help``: the method's space, then its ``_our`` variant's."""
+        text = ", ".join(p.describe() for p in self.space) or "nothing"
+        if self.approximate:
+            text += "; _our: " + (", ".join(p.describe() for p in self.over_space) or "nothing")
+        return text
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -122,22 +172,30 @@ _MODULES = ["baseline", "retrain", "finetune", "negative_grad", "amnesiac", "bad
 
 def register_method(name: str, *, para1: str, para2: str, defaults: tuple, approximate: bool = True,
                     over_defaults: tuple | None = None, replay_epochs: int = 3, our_pretrain_l1: float = 0.0,
-                    options=(), is_our: bool = False):
+                    options=(), is_our: bool = False, space=(), over_space=()):
     """Register ``fn(ctx, para1, para2) -> model``; its docstring's first line is its summary.
 
     ``options``: the :class:`Option` s the method reads with ``ctx.opt``. ``is_our``: the method is
     an Over-Unlearning & Replay protocol of its own; ``fn`` is its Over-Unlearning phase and the
     Replay of :mod:`unlearn.our` follows (its options may set their own defaults, e.g.
-    ``replay_schedule``).
+    ``replay_schedule``). ``space`` / ``over_space``: the :class:`Param` s ``run.py --tune``
+    searches for the method and for its ``_our`` variant; checked here (:func:`check_space`).
     """
 
     def deco(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
         names = [o.name for o in options]
         assert len(set(names)) == len(names), f"{name}: an option is declared twice"
-        _REGISTRY[name] = MethodSpec(name, _declaring(fn, name), para1, para2, tuple(defaults), approximate and not is_our,
-                                     tuple(over_defaults) if over_defaults else tuple(defaults), replay_epochs,
-                                     our_pretrain_l1, doc[0] if doc else "", tuple(options), is_our)
+        spec = MethodSpec(name, _declaring(fn, name), para1, para2, tuple(defaults), approximate and not is_our,
+                          tuple(over_defaults) if over_defaults else tuple(defaults), replay_epochs,
+                          our_pretrain_l1, doc[0] if doc else "", tuple(options), is_our, tuple(space),
+                          tuple(over_space))
+        if over_space and not spec.approximate:
+            raise UsageError(f"{name} has no _our variant, so over_space must be empty (put OUR's settings in space)")
+        check_space(spec, spec.space, our=is_our)
+        if spec.approximate:
+            check_space(spec, spec.over_space, our=True)
+        _REGISTRY[name] = spec
         return fn
 
     return deco
@@ -263,3 +321,74 @@ def check_paras(name: str, para1, para2):
         if base.endswith("epochs") and (v < 0 or float(v) != int(v)):
             raise UsageError(f"{flag} {v} of {name} is a number of {base.split()[-1]} and must be a whole "
                              "number >= 0")
+
+
+def search_space(name: str) -> tuple:
+    """The declared search space of run ``name``: the method's ``space``, or ``over_space`` for ``<name>_our``."""
+    spec, our = get_method(name)
+    return spec.over_space if our and not spec.is_our else spec.space
+
+
+def check_space(spec: MethodSpec, space, *, our: bool) -> tuple:
+    """Validate a search space of ``spec`` (its ``_our`` variant's when ``our``); a one-line UsageError if bad.
+
+    Each name must be para1/para2 (unless unused), an option the run declares, or (for
+    ``_our`` and OUR) ``replay_epochs``; numeric bounds finite with low < high, a log scale
+    only above 0, whole bounds for an int (and for epochs and int options), and the option's
+    type and valid values respected. Returns ``space``.
+    """
+    label = spec.name + (OUR_SUFFIX if our and not spec.is_our else "")
+    declared = _declared(spec, our)
+    allowed = [n for n, m in (("para1", spec.para1), ("para2", spec.para2)) if m != "unused"]
+    allowed += ["replay_epochs"] if our else []
+    allowed += sorted(declared)
+    seen = set()
+    for p in space:
+        where = f"search space of {label}: {p.name}"
+        if not isinstance(p, Param):
+            raise UsageError(f"search space of {label}: {p!r} is not a param(name, low, high, ...)")
+        if p.name not in allowed:
+            raise UsageError(f"search space of {label}: {p.name!r} is not a setting of {label}; choose from "
+                             f"{', '.join(allowed)}")
+        if p.name in seen:
+            raise UsageError(f"{where} is declared twice")
+        seen.add(p.name)
+        if p.kind not in SPACE_KINDS:
+            raise UsageError(f"{where} has kind {p.kind!r}; use float, int or choice")
+        option = declared.get(p.name)
+        meaning = {"para1": spec.para1, "para2": spec.para2, "replay_epochs": "epochs"}.get(p.name, "")
+        if p.kind == "choice":
+            if len(p.choices) < 2 or p.low is not None or p.high is not None or p.log:
+                raise UsageError(f"{where}: a choice takes two or more choices and no low, high or log")
+            if option is not None:
+                for c in p.choices:
+                    option.coerce(c, label)
+            continue
+        if p.choices:
+            raise UsageError(f"{where}: choices only go with kind choice")
+        bounds = (p.low, p.high)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bounds):
+            raise UsageError(f"{where} needs finite numbers low and high (got {p.low!r}, {p.high!r})")
+        if not p.low < p.high:
+            raise UsageError(f"{where} low {p.low:g} must be below high {p.high:g}")
+        if p.log and p.low <= 0:
+            raise UsageError(f"{where} is on a log scale, so low must be above 0 (got {p.low:g})")
+        whole = p.kind == "int" or meaning.split(" (")[0].endswith("epochs") or (option is not None
+                                                                                 and option.type is int)
+        if whole and p.kind != "int":
+            raise UsageError(f"{where} is a whole number; declare it with kind=int")
+        if p.kind == "int" and any(float(v) != int(v) for v in bounds):
+            raise UsageError(f"{where} is an int, so low and high must be whole numbers (got {p.low:g}, {p.high:g})")
+        if option is not None and option.type not in (int, float):
+            raise UsageError(f"{where} is a {option.type.__name__} option; search it with kind=choice")
+        if option is not None and option.default is None:
+            raise UsageError(f"{where}: the option has no fixed default (it is derived at run time), so the "
+                             "default setting could not be tried first; search another setting")
+        if meaning and p.low < 0:
+            raise UsageError(f"{where} ({meaning}) cannot be negative (low {p.low:g})")
+        if "learning rate" in meaning and p.low <= 0 and "(0 = " not in meaning:
+            raise UsageError(f"{where} is a {meaning}, so low must be above 0")
+        if option is not None:
+            for v in bounds:
+                option.coerce(v, label)
+    return tuple(space)

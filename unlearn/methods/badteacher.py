@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import predict, train_epochs
-from . import option, register_method
+from . import option, param, register_method
 
 
 def seeded_new_model(ctx):
@@ -48,7 +48,12 @@ def seeded_new_model(ctx):
                           option("retain_fraction", float, 0.3, "fraction of the retain set distilled",
                                  phase="plain"),
                           option("over_retain_fraction", float, 1e-4, "fraction of the retain set distilled "
-                                 "(at least one sample)", phase="over")))
+                                 "(at least one sample)", phase="over")),
+                 # run.py --tune: around Digits (1e-3, 3; _our 0.01, 3) and FashionMNIST (1e-4, 4, T 0.05; _our 1e-3, 3)
+                 space=(param("para1", 1e-5, 0.01, log=True), param("para2", 1, 10, kind=int),
+                        param("T", 0.05, 4, log=True)),
+                 over_space=(param("para1", 1e-4, 0.05, log=True), param("para2", 1, 10, kind=int),
+                             param("replay_epochs", 1, 8, kind=int)))
 def badteacher(ctx, para1, para2):
     """Distil from the pretrained teacher on a retain subset and from a random teacher on the forget set.
 

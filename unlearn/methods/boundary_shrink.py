@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..engine import ce_step, sgd, train_epochs
-from . import option, register_method, relabel_union
+from . import option, param, register_method, relabel_union
 
 
 def nearest_wrong_labels(model, forget, *, bound: float, attack: str = "fgsm", steps: int = 10,
@@ -63,7 +63,12 @@ def nearest_wrong_labels(model, forget, *, bound: float, attack: str = "fgsm", s
                  options=(option("attack", str, "fgsm", "adversarial step", choices=("fgsm", "pgd")),
                           option("bound", float, 0.1, "L-inf bound of the perturbation (normalised inputs)"),
                           option("pgd_steps", int, 10, "PGD steps"),
-                          option("freeze_bn", bool, True, "keep BatchNorm in eval mode while fine-tuning")))
+                          option("freeze_bn", bool, True, "keep BatchNorm in eval mode while fine-tuning")),
+                 # run.py --tune: around Digits (5e-5, 10; _our 0.01, 10) and FashionMNIST (1e-4, 3; _our 1e-3, 3)
+                 space=(param("para1", 1e-6, 0.01, log=True), param("para2", 1, 15, kind=int),
+                        param("bound", 0.01, 1, log=True)),
+                 over_space=(param("para1", 1e-4, 0.05, log=True), param("para2", 1, 15, kind=int),
+                             param("replay_epochs", 1, 6, kind=int)))
 def boundary_shrink(ctx, para1, para2):
     """Relabel each forget sample to its nearest wrong class (adversarial step), fine-tune on forget data only.
 

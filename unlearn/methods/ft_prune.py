@@ -17,7 +17,7 @@ Paper's code: ``FT_prune`` in the 2024 code's ``forget_full_class_strategies.py`
 lr 0.01, 10 epochs, L1 5e-5 decaying linearly, the no-L1 epochs set to 0). The 2024 code
 has no ``FT_prune_our``; the Over-Unlearning described here is ours.
 """
-from . import option, register_method
+from . import option, param, register_method
 from .base import train_ce
 
 
@@ -31,7 +31,13 @@ def linear_decay(weight: float, epochs: int):
                  replay_epochs=3,
                  options=(option("l1", float, 5e-5, "initial L1 weight (decays linearly to 0)", phase="plain"),
                           option("over_l1", float, 1e-3, "initial L1 weight (decays linearly to 0)", phase="over"),
-                          option("retain_fraction", float, 0.1, "fraction of the retain data used", phase="over")))
+                          option("retain_fraction", float, 0.1, "fraction of the retain data used", phase="over")),
+                 # run.py --tune: around Digits (0.01, 10, l1 0.01; _our 0.05, 5, over_l1 0.05) and FashionMNIST
+                 # (0.01, 3; _our 0.05, 2)
+                 space=(param("para1", 1e-3, 0.1, log=True), param("para2", 1, 15, kind=int),
+                        param("l1", 1e-5, 0.05, log=True)),
+                 over_space=(param("para1", 5e-3, 0.2, log=True), param("para2", 1, 10, kind=int),
+                             param("over_l1", 1e-4, 0.1, log=True), param("replay_epochs", 1, 6, kind=int)))
 def ft_prune(ctx, para1, para2):
     """Fine-tune on retain data with an L1 penalty decaying linearly from ``--opt l1=5e-5`` to 0.
 

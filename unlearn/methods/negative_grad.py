@@ -15,7 +15,7 @@ Deliberate deviation: forget batches are shuffled (the 2024 forget loader is not
 import torch.nn.functional as F
 
 from ..engine import sgd, train_epochs
-from . import option, register_method
+from . import option, param, register_method
 
 
 @register_method("negative_grad", para1="learning rate", para2="epochs", defaults=(0.01, 2), over_defaults=(0.01, 5),
@@ -23,7 +23,12 @@ from . import option, register_method
                                  phase="plain"),
                           option("forget_batch_size", int, None, "forget batch size (default: the run's)"),
                           option("momentum", float, 0.0, "SGD momentum (the paper's code: none)"),
-                          option("weight_decay", float, 0.0, "SGD weight decay (the paper's code: none)")))
+                          option("weight_decay", float, 0.0, "SGD weight decay (the paper's code: none)")),
+                 # run.py --tune: around Digits (0.02, 5; _our 0.02, 5) and FashionMNIST (2e-3, 1; _our 3e-4, 1)
+                 space=(param("para1", 1e-4, 0.1, log=True), param("para2", 1, 10, kind=int),
+                        param("alpha", 0.5, 0.99)),
+                 over_space=(param("para1", 1e-4, 0.1, log=True), param("para2", 1, 10, kind=int),
+                             param("replay_epochs", 1, 6, kind=int)))
 def negative_grad(ctx, para1, para2):
     """alpha * CE(retain) - (1 - alpha) * CE(forget), alpha = 0.95, plain SGD.
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..engine import train_epochs
 from ..errors import UsageError
-from . import option, random_other_labels, register_method, relabel_union
+from . import option, param, random_other_labels, register_method, relabel_union
 
 
 def default_layers(model) -> list[str]:
@@ -97,7 +97,10 @@ def hook_layers(model, names: list[str], store: dict):
                           option("layers", str, None, "comma-separated module names whose activations are "
                                  "orthogonalised (default: the paper's choice for the architecture)"),
                           option("replay_schedule", str, "stepped", "Replay schedule (see _our); OUR's is the "
-                                 "2025 stepped one", choices=("paper2024", "constant", "stepped"))))
+                                 "2025 stepped one", choices=("paper2024", "constant", "stepped"))),
+                 # run.py --tune: around Digits (0.01, 5) and FashionMNIST (1.5e-3, 3), replay 6 epochs
+                 space=(param("para1", 1e-4, 0.05, log=True), param("para2", 1, 10, kind=int),
+                        param("ortho_weight", 0.1, 10, log=True), param("replay_epochs", 2, 10, kind=int)))
 def our2025(ctx, para1, para2):
     """Random labels on the forget data plus an orthogonality loss on deep activations (Adam); then stepped Replay."""
     model = ctx.model

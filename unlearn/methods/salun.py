@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..checkpoint import atomic_write_bytes
 from ..engine import ce_step, sgd, train_epochs
 from ..errors import UsageError
-from . import option, random_other_labels, register_method, relabel_union
+from . import option, param, random_other_labels, register_method, relabel_union
 
 
 def check_ratio(ratio: float) -> float:
@@ -127,7 +127,12 @@ def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_
 @register_method("SalUn", para1="learning rate", para2="epochs", defaults=(0.013, 10), over_defaults=(0.02, 10),
                  options=(option("mask_ratio", float, 0.5, "fraction of weights in the saliency mask"),
                           option("mask_path", str, None, "saved mask (generate_mask.py; as --mask_path)"),
-                          option("weight_decay", float, 5e-4, "weight decay of the masked weights")))
+                          option("weight_decay", float, 5e-4, "weight decay of the masked weights")),
+                 # run.py --tune: around Digits (0.013, 10; _our 0.02, 10) and FashionMNIST (0.013, 3; _our 0.02, 3)
+                 space=(param("para1", 1e-3, 0.05, log=True), param("para2", 1, 15, kind=int),
+                        param("mask_ratio", 0.1, 0.9)),
+                 over_space=(param("para1", 1e-3, 0.1, log=True), param("para2", 1, 15, kind=int),
+                             param("replay_epochs", 1, 6, kind=int)))
 def salun(ctx, para1, para2):
     """Random-label unlearning restricted to the salient parameters (mask from --mask_path or computed).
 

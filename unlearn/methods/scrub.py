@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import sgd, train_epochs
-from . import option, register_method
+from . import option, param, register_method
 
 
 def distill_kl(student_logits, teacher_logits, T: float, reduce: bool = True):
@@ -45,7 +45,11 @@ def distill_kl(student_logits, teacher_logits, T: float, reduce: bool = True):
                           option("gamma", float, 1.0, "weight of the CE term of min passes", phase="plain"),
                           option("msteps", int, 2, "epochs with a max pass", phase="plain"),
                           option("kl_cap", float, 100.0, "per-sample cap of the ascended KL (0 = none)"),
-                          option("forget_batch_size", int, None, "forget batch size (default: the run's)")))
+                          option("forget_batch_size", int, None, "forget batch size (default: the run's)")),
+                 # run.py --tune: around Digits (0.01, 5; _our 0.01, 5) and FashionMNIST (5e-3, 1; _our 1e-3, 2)
+                 space=(param("para1", 1e-4, 0.05, log=True), param("para2", 1, 10, kind=int)),
+                 over_space=(param("para1", 1e-4, 0.05, log=True), param("para2", 1, 10, kind=int),
+                             param("replay_epochs", 1, 6, kind=int)))
 def scrub(ctx, para1, para2):
     """Max KL(teacher||student) on forget batches for msteps epochs; min KL + CE on retain batches every epoch.
 

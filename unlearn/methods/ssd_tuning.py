@@ -40,7 +40,7 @@ deviation in the dampening.
 import torch
 import torch.nn.functional as F
 
-from . import register_method
+from . import param, register_method
 
 
 def batch_importances(model, ts, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
@@ -64,7 +64,11 @@ def dampening_factor(imp_forget: torch.Tensor, imp_full: torch.Tensor, alpha: fl
 
 
 @register_method("ssd_tuning", para1="selection weighting alpha", para2="dampening constant lambda", defaults=(1, 1),
-                 over_defaults=(0.005, 0.4), replay_epochs=5)
+                 over_defaults=(0.005, 0.4), replay_epochs=5,
+                 # run.py --tune: around Digits (3, 1) and FashionMNIST (6.3, 1); _our around (0.005, 0.4) of both
+                 space=(param("para1", 0.1, 50, log=True), param("para2", 0.1, 5, log=True)),
+                 over_space=(param("para1", 1e-3, 1, log=True), param("para2", 0.05, 2, log=True),
+                             param("replay_epochs", 1, 8, kind=int)))
 def ssd_tuning(ctx, para1, para2):
     """Dampen the parameters far more important to the forget set than to the full training set.
 

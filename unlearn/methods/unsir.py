@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine import ce_step, sgd, train_epochs
-from . import option, register_method
+from . import option, param, register_method
 
 
 def error_max_noise(ctx, model, shape, steps: int, lr: float, l2: float = 0.1) -> torch.Tensor:
@@ -75,7 +75,12 @@ def retain_subset(ctx, per_class: int):
                                  phase="over"),
                           option("impair_epochs", int, 1, "impair epochs", phase="plain"),
                           option("over_impair_epochs", int, 2, "impair epochs", phase="over"),
-                          option("repair_lr", float, None, "repair learning rate (default para1 / 2)")))
+                          option("repair_lr", float, None, "repair learning rate (default para1 / 2)")),
+                 # run.py --tune: around Digits (0.01, 2; _our 0.01, 0) and FashionMNIST (0.02, 1; _our 0.02, 0)
+                 space=(param("para1", 1e-3, 0.1, log=True), param("para2", 1, 5, kind=int),
+                        param("noise_lr", 0.01, 1, log=True)),
+                 over_space=(param("para1", 1e-3, 0.1, log=True), param("para2", 0, 2, kind=int),
+                             param("replay_epochs", 1, 6, kind=int)))
 def unsir(ctx, para1, para2):
     """Learn error-maximising noise for the forget class; impair on noise + retain subset; repair on the subset.
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import option, register_method
+from . import option, param, register_method
 
 
 def _params(model):
@@ -152,7 +152,12 @@ def one_vector_recursion(model, ts, v: torch.Tensor, *, n: int, max_gb: float = 
                           option("max_gb", float, 2.0, "GB per chunk of per-sample gradients"),
                           option("estimator", str, "exact", "inverse-Fisher product: exact (Woodbury solve on n "
                                  "random retain samples) or paper (the 2024 code's one-vector recursion over the "
-                                 "first n + 2)", choices=("exact", "paper"))))
+                                 "first n + 2)", choices=("exact", "paper"))),
+                 # run.py --tune: around Digits (100; _our 120 from the L1 5e-4 model) and FashionMNIST (1.25; _our
+                 # 120); the retain samples of the Fisher are a cost/precision knob and not searched
+                 space=(param("para1", 0.5, 300, log=True),
+                        param("estimator", choices=("exact", "paper"), kind="choice")),
+                 over_space=(param("para1", 5, 500, log=True), param("replay_epochs", 1, 6, kind=int)))
 def wfisher(ctx, para1, para2):
     """w += alpha * (I + empirical retain Fisher)^{-1} (forget gradient - retain gradient), one step, no training.
 
