@@ -12,6 +12,7 @@ from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
 from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
 from .summary import write_summary
+from .tune import add_tune_args, tune, tuned_entries
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
 
@@ -47,6 +48,11 @@ def parser(defaults: dict):
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     p.add_argument("--summary-only", action="store_true", help="only rebuild the summary from existing results")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--tune", action="store_true",
+                   help="tune each method of the list for this class split and seed instead of running the grid "
+                        "(an Optuna study per method scored against retraining, under log_files/tune/; the grid "
+                        "then runs the tuned settings); --jobs workers share each study")
+    add_tune_args(p)
     add_slurm_args(p)
     return p
 
@@ -94,6 +100,24 @@ def normalise_entry(entry) -> tuple:
     return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
 
 
+def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_run: bool = False) -> list:
+    """The method list with each method's tuned setting for this class split and ``seed`` where one exists.
+
+    The grid's first seed picks the setting and every seed runs it (one row, one setting; the other
+    seeds show whether it transfers). Entries without a tuned setting stay exactly as they were, so
+    their commands do not change. ``dry_run`` prints, per method, which setting it gets and why.
+    """
+    from dataclasses import replace
+
+    choices = tuned_entries(replace(base, seed=seed), methods, weight_path=weight_path)
+    if dry_run:
+        n = sum(note.startswith("tuned") for _, note in choices)
+        print(f"# settings (seed {seed}): {n} tuned, {len(choices) - n} config.py default")
+        for (entry, note) in choices:
+            print(f"#   {entry[0]}: {note}")
+    return [entry for entry, _ in choices]
+
+
 def main(argv, defaults: dict) -> int:
     args = parser(defaults).parse_args(argv)
     args.seed = args.seeds[0]
@@ -111,6 +135,14 @@ def main(argv, defaults: dict) -> int:
     attack = dict(defaults["attack"] or {})
     if args.trials:
         attack["trials"] = args.trials
+    if args.tune:
+        cluster = cluster_options(args, base) if args.executor != "local" else None
+        extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
+        return tune(base, methods, seeds=args.seeds, trials=args.tune_trials, sampler_seed=args.tune_seed,
+                    dt_weight=args.tune_dt_weight, jobs=args.jobs or 1, threads=args.tune_threads,
+                    weight_path=args.weight_path, extra_pretrain=extra, dry_run=args.dry_run, progress=args.progress,
+                    cluster=cluster)
+    methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)
     stages = stages_for(args.python_file, args.stages, base.dataset)
     refs = args.retrain_refs if args.retrain_refs is not None else attack.get(
         "retrain_refs", config.ATTACK.get(base.dataset, {}).get("retrain_refs", 0))
