@@ -40,6 +40,7 @@ __all__ = [
     "nearest_class",
     "forget_silhouette",
     "kde_overlap",
+    "paper_kde_overlap",
     "distribution_metrics",
     "plot_tsne",
     "plot_overlap",
@@ -342,6 +343,29 @@ def kde_overlap(points, labels, cls, *, grid: int = 200,
     overlap = float(np.clip(np.minimum(df, dr).sum(), 0.0, 1.0))
     return OverlapResult(overlap=overlap, xs=xs, ys=ys,
                          density_forget=df, density_rest=dr)
+
+
+def paper_kde_overlap(points, labels, cls, *, grid: int = 200, pad: float = 1.0) -> float:
+    """The paper's KDE overlap, as its 2024 code computes it (``calculate_overlap`` in
+    ``feature_visualization_metric_main.py``), for comparison with its published numbers.
+
+    Gaussian KDEs of the forget points and of all other points, evaluated on a ``grid`` x
+    ``grid`` mesh over the points' bounding box widened by ``pad`` (t-SNE units) on each side;
+    the pointwise minimum of the two *raw* densities is summed without the cell area. The
+    number therefore grows with the grid and shrinks as the embedding's extent grows (it is
+    not bounded by 1); :func:`kde_overlap` is our normalised version.
+    """
+    from scipy.stats import gaussian_kde
+
+    x = _as_points(points)
+    y = _as_labels(labels, x.shape[0])
+    fmask = _forget_mask(y, cls)
+    if x.shape[1] != 2 or fmask.all() or fmask.sum() < 3:
+        raise ValueError("paper_kde_overlap needs 2-D points, >= 3 of the forget class and some others")
+    lo, hi = x.min(axis=0) - pad, x.max(axis=0) + pad
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid), indexing="ij")
+    pos = np.vstack([gx.ravel(), gy.ravel()])
+    return float(np.minimum(gaussian_kde(x[fmask].T)(pos), gaussian_kde(x[~fmask].T)(pos)).sum())
 
 
 def _pca_2d(x: np.ndarray) -> np.ndarray:
