@@ -400,8 +400,9 @@ def run_worker(spec: dict, evaluator: Evaluator | None = None) -> dict:
         if done >= task["budget"]:
             ran[task["study"]] = 0
             continue
-        seed = int(hashlib.sha256(f"{task['sampler_seed']}/{spec.get('worker', 0)}/{done}".encode()).hexdigest()[:8],
-                   16)
+        # a fresh stream per study, worker and resumption: a resumed study does not redraw its first trials
+        key = f"{task['sampler_seed']}/{task['study']}/{spec.get('worker', 0)}/{done}"
+        seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
         study = open_study(task, sampler_seed=seed)
         mine, failed = [], []
 
@@ -414,8 +415,12 @@ def run_worker(spec: dict, evaluator: Evaluator | None = None) -> dict:
                        callbacks=[MaxTrialsCallback(task["budget"], states=(TrialState.COMPLETE, TrialState.PRUNED)),
                                   count], catch=CAUGHT, gc_after_trial=False)
         ran[task["study"]] = len(mine)
-        if spec.get("progress"):
-            print(f"{task['method']}: {finished_trials(study)}/{task['budget']} trials", flush=True)
+        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        best = min(complete, key=lambda t: t.value) if complete else None
+        print(f"{task['method']}: {finished_trials(study)}/{task['budget']} trials ({len(mine)} by this worker"
+              + (f", {len(failed)} failed" if failed else "") + ")"
+              + (f", best objective {best.value:.2f} (d_f {best.user_attrs['metrics']['d_f']:.1f}, d_t "
+                 f"{best.user_attrs['metrics']['d_t']:.1f})" if best else ", no complete trial"), flush=True)
     return ran
 
 
@@ -852,7 +857,7 @@ def add_tune_args(p, *, trials_default: int = 20):
     g.add_argument("--tune_dt_weight", "--tune-dt-weight", type=positive_float, default=2.0,
                    help="w of the objective |d_f - d_f,retrain| + w * max(0, d_t,retrain - d_t)")
     g.add_argument("--tune_threads", "--tune-threads", type=positive_int, default=None,
-                   help="torch threads per worker (default: CPUs / workers)")
+                   help="torch threads per worker (None: CPUs / workers)")
     return g
 
 
