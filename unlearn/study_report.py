@@ -127,7 +127,7 @@ def claim3_table(grid) -> str:
 
 
 def tradeoff_table(sweep) -> str:
-    head = ["method", "strength", "replay epochs", "para1", "d_t", "d_f", "index, feature", "direction, feature",
+    head = ["method", "strength", "replay epochs", "swept parameter", "d_t", "d_f", "index, feature", "direction, feature",
             "index, output", "time, % of retrain"]
     rows = [[m, f"{f:g}", r, f"{p1:g}", fmt_sd(col(c, "d_t"), 1), fmt_sd(col(c, "d_f"), 1),
              fmt_ci(col(c, "rea_index_feat")), votes(c, "rea_dir_feat"), fmt_ci(col(c, "rea_index_out")),
