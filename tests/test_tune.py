@@ -193,3 +193,29 @@ def test_grid_runs_the_tuned_setting_and_records_its_study(root, capsys):
         assert entry == normal_entry(entries[2]) and "another checkpoint" in note
     finally:
         path.write_text(json.dumps(best))
+
+
+def test_a_best_setting_equal_to_the_default_leaves_the_command_alone(tmp_path):
+    """Options and replay settings given at their default values are the default setting; a tuned setting
+    passes only what differs from the defaults, and its study."""
+    from unlearn.identity import fingerprint
+
+    s = setting(tmp_path)
+    ckpt = tmp_path / "checkpoint"
+    ckpt.write_bytes(b"weights")
+    for method, same, other, expected in [
+        ("SalUn", ["SalUn", 0.013, 10, {"mask_ratio": 0.5}], ["SalUn", 0.02, 10, {"mask_ratio": 0.5}],
+         ("SalUn", 0.02, 10, {})),
+        ("SalUn_our", ["SalUn_our", 0.02, 10, {"replay_epochs": 3}], ["SalUn_our", 0.02, 10, {"replay_epochs": 5}],
+         ("SalUn_our", 0.02, 10, {"replay_epochs": 5})),
+    ]:
+        folder = study_folder(s, method)
+        folder.mkdir(parents=True)
+        best = {"entry": same, "study_ref": f"tune/x#{method}-1", "inputs": [fingerprint(ckpt)]}
+        (folder / "best.json").write_text(json.dumps(best))
+        entry = normal_entry((method, None, None))
+        (got, note), = tuned_entries(s, [entry])
+        assert got is entry and "the best of study" in note
+        (folder / "best.json").write_text(json.dumps({**best, "entry": other}))
+        (got, note), = tuned_entries(s, [entry])
+        assert got == (*expected[:3], {**expected[3], "tuned_from": f"tune/x#{method}-1"}) and note.startswith("tuned")

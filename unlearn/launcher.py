@@ -142,8 +142,8 @@ def main(argv, defaults: dict) -> int:
                     dt_weight=args.tune_dt_weight, jobs=args.jobs or 1, threads=args.tune_threads,
                     weight_path=args.weight_path, extra_pretrain=extra, dry_run=args.dry_run, progress=args.progress,
                     cluster=cluster)
-    methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)
     stages = stages_for(args.python_file, args.stages, base.dataset)
+    methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)
     refs = args.retrain_refs if args.retrain_refs is not None else attack.get(
         "retrain_refs", config.ATTACK.get(base.dataset, {}).get("retrain_refs", 0))
     if args.retrain_refs is not None:

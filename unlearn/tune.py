@@ -815,8 +815,8 @@ def tuned_entries(setting: Setting, entries, *, weight_path=None) -> list[tuple[
         if not all(unchanged(fp) for fp in best.get("inputs", [])) or not best.get("inputs"):
             out.append((entry, f"config.py default (study {best['study_ref']} was tuned on another checkpoint)"))
             continue
-        tuned = normal_entry(best["entry"])
-        if _same(tuned, normal_entry(entry)):
+        tuned = _minimal(normal_entry(best["entry"]), normal_entry(entry))
+        if _effective(tuned) == _effective(normal_entry(entry)):
             out.append((entry, f"config.py default (the best of study {best['study_ref']})"))
             continue
         out.append(((tuned[0], tuned[1], tuned[2], {**tuned[3], "tuned_from": best["study_ref"]}),
@@ -832,15 +832,33 @@ def _read(path: Path) -> dict | None:
     return r if isinstance(r, dict) else None
 
 
-def _same(a, b) -> bool:
-    try:
-        return (a[0] == b[0] and float(a[1]) == float(b[1]) and float(a[2]) == float(b[2])
-                and check_options(a[0], {k: v for k, v in a[3].items() if not k.startswith("replay_")})
-                == check_options(b[0], {k: v for k, v in b[3].items() if not k.startswith("replay_")})
-                and {k: v for k, v in a[3].items() if k.startswith("replay_")}
-                == {k: v for k, v in b[3].items() if k.startswith("replay_")})
-    except (TypeError, ValueError, UsageError):
-        return False
+def _defaults(method: str) -> dict:
+    """The value every option and replay setting of ``method`` takes when not given."""
+    from .forget import replay_config
+    from .methods import declared_options
+
+    spec, our = get_method(method)
+    out = {k: o.default for k, o in declared_options(method).items() if o.default is not None}
+    if our:
+        out.update({f"replay_{k}": v for k, v in vars(replay_config(spec)[0]).items()})
+    return out
+
+
+def _effective(entry):
+    """What a setting runs: para1, para2 and every option and replay setting, defaults filled in."""
+    method, p1, p2, opts = entry
+    given = check_options(method, {k: v for k, v in opts.items() if not k.startswith("replay_")})
+    given.update({k: float(v) for k, v in opts.items() if k.startswith("replay_")})
+    return method, float(p1), float(p2), {**_defaults(method), **given}
+
+
+def _minimal(tuned, default):
+    """``tuned`` without the options it sets to their default values that ``default`` does not set: the
+    command says only what differs."""
+    method, p1, p2, opts = tuned
+    base = _defaults(method)
+    keep = {k: v for k, v in opts.items() if k in default[3] or k not in base or base[k] != v}
+    return method, p1, p2, keep
 
 
 # ---------------------------------------------------------------- tune_method.py
