@@ -38,6 +38,8 @@ def methods_epilog() -> str:
         lines.append(f"  {name}: {spec.para1} / {spec.para2}, {spec.defaults}{our}. {spec.summary}")
         if spec.options:
             lines.append(f"      --opt: {spec.options_text}")
+        if spec.space or spec.over_space:
+            lines.append(f"      --tune: {spec.space_text}")
     return "\n".join(lines)
 
 
