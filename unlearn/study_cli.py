@@ -189,4 +189,7 @@ _NOTES = """
   changes nothing from 0.00125 to 0.02 at our settings), replay = 1/3, 1 and 2 times
   the configured Replay epochs. Digits: all 15 points, every seed. FashionMNIST: the 5 strengths at the
   configured replay and the 3 replay lengths at the configured strength (7 points), seed 0 only, for CPU time.
+- **Times.** Each run's time excludes evaluation and is divided by the retrain run of the same seed. The
+  study's runs shared the 2-core CPU with other work (several processes at once), so these percentages
+  are noisier than the clean measurement in the README ("Cost of OUR").
 """
