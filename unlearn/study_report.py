@@ -271,12 +271,14 @@ def plot_indices(stem, data: dict) -> list[str]:
     """Claims 1 and 2 at a glance: each plain method's index and its ``_our`` variant's (mean and
     95% interval over seeds), output and feature level, against the retrain null band."""
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     from .checkpoint import save_figure
 
     g = data["grid"]
     pairs = our_pairs(g) + ([("retrain", "OUR")] if "OUR" in g else [])
-    fig = Figure(figsize=(11, 0.45 * len(pairs) + 1.8), layout="constrained")
+    fig = Figure(figsize=(12, 0.45 * len(pairs) + 1.8), layout="constrained")
     for ax, short, level in zip(fig.subplots(1, 2), ("out", "feat"), ("output", "feature")):
         lo, hi = _band(list(g.values()), short)
         if np.isfinite(lo):
@@ -287,12 +289,13 @@ def plot_indices(stem, data: dict) -> list[str]:
                 if np.isfinite(m):
                     ax.errorbar([m], [i + dy], xerr=[[m - a], [b - m]] if n > 1 else None, fmt="o", color=colour,
                                 ms=4, capsize=2)
-        ax.plot([], [], "o", color="tab:red", label="plain (retrain for OUR)")
-        ax.plot([], [], "o", color="tab:blue", label="_our (OUR)")
         ax.set_yticks(range(len(pairs)), [o for _, o in pairs])
         ax.axvline(0, color="0.4", lw=0.6)
         ax.axvline(1, color="crimson", lw=0.6, ls="--")
         ax.set_xlabel(f"reminiscence index, {level} level (0 = retrain, 1 = pretrained)")
-        ax.legend(fontsize=7)
+        handles = [Patch(color="0.85", label="retrain null band"),
+                   Line2D([], [], marker="o", ls="", color="tab:red", label="plain (retrain for OUR)"),
+                   Line2D([], [], marker="o", ls="", color="tab:blue", label="_our (OUR)")]
+        ax.legend(handles=handles, fontsize=7)
     fig.suptitle(f"{data['tag']}, forget class {data['forget_class']}, seeds {data['seeds']}")
     return save_figure(fig, stem)
