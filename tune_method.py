@@ -5,7 +5,7 @@
 `run.py --tune` does the same for every method of the list.
 """
 from unlearn.setting import run_cli
-from unlearn.tune import main
+from unlearn.tune_cli import main
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

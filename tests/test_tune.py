@@ -15,7 +15,8 @@ from conftest import ROOT
 from unlearn.errors import UsageError
 from unlearn.methods import check_space, get_method, list_methods, param, register_method, search_space
 from unlearn.setting import Setting
-from unlearn.tune import default_values, normal_entry, study_folder, tune, tuned_entries
+from unlearn.tune import default_values, normal_entry, study_folder, tune
+from unlearn.tune_grid import tuned_entries
 
 PRETRAIN = ["--pretrain-epochs", "8"]  # a quick model: what is tested is the machinery, not the numbers
 

@@ -12,7 +12,9 @@ from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
 from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
 from .summary import write_summary
-from .tune import add_tune_args, tune, tuned_entries
+from .tune import tune
+from .tune_cli import add_tune_args
+from .tune_grid import tuned_entries
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
 
