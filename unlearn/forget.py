@@ -113,6 +113,23 @@ def entry_settings(method: str, options=None, *, weight_path=None) -> tuple[dict
     return options, flags, forget_extras(options=options, replay_extras=replay_extras, weight_path=weight_path)
 
 
+def entry_replay(method: str, options=None) -> ReplayConfig:
+    """The Replay settings a method-list entry's options dict gives its ``_our`` run."""
+    given = {k[len("replay_"):]: v for k, v in dict(options or {}).items() if k in REPLAY_KEYS}
+    return replay_config(get_method(method)[0], **given)[0]
+
+
+def run_method(spec, our: bool, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=None):
+    """(model, seconds, phases) of one unlearning run on ``ctx``: the method, or for ``_our``/OUR its
+    Over-Unlearning & Replay (phases: their seconds; None for a plain method). Raises Diverged."""
+    t0 = time.perf_counter()
+    if our:
+        model, phases = run_our(spec, ctx, para1, para2, replay=replay, on_mid=on_mid)
+        return model, phases["over_seconds"] + phases["replay_seconds"], phases
+    model = spec.fn(ctx, para1, para2)
+    return model, time.perf_counter() - t0, None
+
+
 def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
     """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
     runs = []
@@ -183,13 +200,9 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
 
     t0 = time.perf_counter()
     try:
+        model, seconds, phases = run_method(spec, our, ctx, para1, para2, replay=replay, on_mid=on_mid)
         if our:
-            model, phases = run_our(spec, ctx, para1, para2, replay=replay, on_mid=on_mid)
-            seconds = phases["over_seconds"] + phases["replay_seconds"]
             results.update(phases=phases, mid=mid)
-        else:
-            model = spec.fn(ctx, para1, para2)
-            seconds = time.perf_counter() - t0
     except Diverged as d:
         results.update(status="diverged", diverged={"step": d.step, "loss": str(d.loss)},
                        time=time.perf_counter() - t0, metrics=None, environment=environment())

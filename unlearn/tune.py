@@ -239,15 +239,13 @@ class Evaluator:
     def run(self, entry, *, on_mid=None) -> tuple[dict, float]:
         """(metrics, seconds) of one method-list entry; raises Diverged like the forget stage."""
         from .engine import seed_everything
-        from .forget import entry_settings, replay_config
+        from .forget import entry_replay, entry_settings, run_method
         from .methods import Context
-        from .our import run_our
 
         method, p1, p2, opts = normal_entry(entry)
         spec, our = get_method(method)
         options, _, _ = entry_settings(method, opts)
-        replay_keys = {k[len("replay_"):]: opts[k] for k in ("replay_epochs", "replay_lr", "replay_l1") if k in opts}
-        replay, _ = replay_config(spec, **replay_keys)
+        replay = entry_replay(method, opts)
         check_paras(method, p1, p2)
         check_options(method, options)
         state = self.state(method)
@@ -259,13 +257,7 @@ class Evaluator:
         ctx = Context(model=model, data=self.data, device=self.device, generator=gen, batch_size=int(given or 64),
                       batch_size_given=given is not None, progress=False, options=dict(options),
                       new_model=self.setting.new_model)
-        t0 = time.perf_counter()
-        if our:
-            model, phases = run_our(spec, ctx, p1, p2, replay=replay, on_mid=on_mid)
-            seconds = phases["over_seconds"] + phases["replay_seconds"]
-        else:
-            model = spec.fn(ctx, p1, p2)
-            seconds = time.perf_counter() - t0
+        model, seconds, _ = run_method(spec, our, ctx, p1, p2, replay=replay, on_mid=on_mid)
         if not _finite(model):
             raise Diverged(-1, float("nan"))
         return self.metrics(model), seconds
