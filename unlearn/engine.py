@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import Diverged, UsageError
+from .identity import fp_perturbation
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -27,6 +28,30 @@ def seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
     return g
+
+
+FP_PERTURB_SEED = 7919  # the perturbation pattern of level k is drawn from seed FP_PERTURB_SEED + k
+
+
+def perturb_init(model: torch.nn.Module, level: int | None = None) -> torch.nn.Module:
+    """Move about half of a fresh model's nonzero weights by one ulp, up or down (in place; level 0: none).
+
+    A stand-in for another CPU (``UNLEARN_FP_PERTURB``, :func:`unlearn.identity.fp_perturbation`): machines
+    differ by the rounding of their reductions, a relative 1e-7 per operation, which training amplifies
+    into another model of the same quality. One ulp at initialisation is that difference, made here and
+    reproducibly (the pattern comes from its own generator; the global random state is untouched).
+    """
+    level = fp_perturbation() if level is None else level
+    if not level:
+        return model
+    g = torch.Generator().manual_seed(FP_PERTURB_SEED + level)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                r = torch.rand(p.shape, generator=g).to(p.device)
+                toward = torch.where(r < 0.25, torch.inf, -torch.inf).to(p.dtype)
+                p.copy_(torch.where((r < 0.5) & (p != 0), torch.nextafter(p, toward), p))  # zeros stay zero
+    return model
 
 
 def resolve_device(name: str | None = "auto", gpu: bool = False) -> torch.device:

@@ -10,7 +10,9 @@ unchanged. Each stage records in ``results.json`` an ``identity``:
   defaults from (pretraining recipe, attack defaults), so editing them invalidates;
 * ``inputs``: a fingerprint (size, mtime, sha256) of every file the run read
   (pretrained checkpoint, SalUn mask, unlearned model, retrained references);
-* ``code``: :data:`CODE_VERSION`, bumped when a change alters results.
+* ``code``: :data:`CODE_VERSION`, bumped when a change alters results;
+* the floating-point perturbation (:func:`fp_perturbation`, ``UNLEARN_FP_PERTURB``) when it is on,
+  inside ``config``: a perturbed model is another model.
 
 :func:`is_fresh` is what ``run.py`` asks before it skips a run. Folder names stay
 readable (the paper's ``{method}-{para1}-{para2}``); :func:`settings_suffix`
@@ -22,11 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import config
+from .errors import UsageError
 
-CODE_VERSION = 2
+CODE_VERSION = 3  # 3: pretraining's tied best epochs go to the later one
+FP_PERTURB_ENV = "UNLEARN_FP_PERTURB"
 # Flags that never change a result: taking (True) or not taking (False) a value.
 _VOLATILE = {"--threads": True, "--no-progress": False, "--log-root": True, "--log_root": True,
              "--data-root": True, "--data_root": True, "--skip-done": False, "--skip-missing": False,
@@ -50,10 +55,29 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def fp_perturbation() -> int:
+    """The level of ``UNLEARN_FP_PERTURB`` (0 or unset: off); a bad value is a :class:`UsageError`.
+
+    Level k > 0 moves the initial weights of every freshly built model by one ulp in a pattern drawn from
+    seed k (:func:`unlearn.engine.perturb_init`): the rounding difference another CPU makes, which
+    training then amplifies. Tests and defaults are checked both ways, so that they hold on any machine.
+    """
+    raw = os.environ.get(FP_PERTURB_ENV, "").strip()
+    if raw in ("", "0"):
+        return 0
+    if not raw.isdigit():
+        raise UsageError(f"{FP_PERTURB_ENV}={raw!r} is not a whole number >= 0; set it to 0 (off) or 1, 2, ... "
+                         "(another floating-point path), or unset it")
+    return int(raw)
+
+
 def config_fingerprint(dataset: str) -> str:
-    """Hash of the config.py entries of ``dataset`` whose values stages use as defaults."""
+    """Hash of the config.py entries of ``dataset`` whose values stages use as defaults (and the
+    floating-point perturbation, when on)."""
     parts = {"DATASETS": config.DATASETS.get(dataset), "ATTACK": config.ATTACK.get(dataset),
              "PRETRAIN_DEFAULTS": config.PRETRAIN_DEFAULTS}
+    if fp_perturbation():
+        parts["fp_perturbation"] = fp_perturbation()
     return _sha(parts)[:16]
 
 

@@ -18,6 +18,7 @@ from datasets import canonical_dataset_name, get_dataset
 from datasets.splits import ClassSplit, SplitData, make_split_data
 from models import canonical_model_name, get_model
 from .checkpoint import load_checkpoint, load_into
+from .engine import perturb_init
 from .errors import UsageError
 from .identity import settings_suffix
 
@@ -105,8 +106,9 @@ class Setting:
         return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
 
     def new_model(self, device=None):
+        """A freshly initialised model (under ``UNLEARN_FP_PERTURB``, one ulp off: :func:`perturb_init`)."""
         channels, size = config.DATASETS[self.dataset]["image_shape"]
-        model = get_model(self.net, self.num_outputs, in_channels=channels, image_size=size)
+        model = perturb_init(get_model(self.net, self.num_outputs, in_channels=channels, image_size=size))
         return model.to(device) if device is not None else model
 
     def pretrain_command(self, l1: float = 0.0) -> str:
