@@ -28,6 +28,7 @@ def state(path):
 
 @pytest.fixture(scope="module")
 def runs(digits, pretrained, pretrained_sparse):
+    """Every registered method at config.py's Digits setting on the session's pretrained model."""
     out = {}
     for m in METHODS:
         p1, p2, opts = recommended(m)
@@ -35,6 +36,7 @@ def runs(digits, pretrained, pretrained_sparse):
     return out
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("method", METHODS)
 def test_method_runs_and_writes_finite_metrics(runs, digits, method):
     res = runs[method]
@@ -52,6 +54,7 @@ def trainable(digits) -> list[str]:
     return [n for n, p in digits.new_model().named_parameters() if p.requires_grad]
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("method", METHODS)
 def test_method_changes_trainable_weights_except_baseline(runs, digits, method):
     pre = state(digits.pretrain_dir(pretrain_l1(method, "Digits")) / "best.pth")
@@ -81,6 +84,7 @@ def test_weight_check_ignores_running_statistics(digits, pretrained):
     assert all(torch.equal(pre[k], post[k]) for k in trainable(digits))
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("method", [m for m in METHODS if get_method(m)[1]])
 def test_our_mid_point_and_replay(runs, digits, method):
     res = runs[method]
@@ -93,6 +97,7 @@ def test_our_mid_point_and_replay(runs, digits, method):
     assert res["time"] == pytest.approx(phases["over_seconds"] + phases["replay_seconds"])
 
 
+@pytest.mark.numerical
 def test_replay_raises_retain_accuracy_somewhere(runs):
     gains = [runs[m]["metrics"]["d_r"] - runs[m]["mid"]["metrics"]["d_r"] for m in METHODS if get_method(m)[1]]
     assert max(gains) > 1.0
@@ -144,14 +149,20 @@ def test_missing_pretrained_names_command(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.numerical
 def test_recommended_digits_settings_forget_and_keep_utility(runs):
-    """config.py's Digits list: every method forgets (d_f <= 10%) and keeps d_t within 10 points of baseline."""
+    """config.py's Digits list: every method forgets (d_f <= 10%) and keeps d_t within 10 points of baseline.
+
+    On whichever pretrained model this machine (and ``UNLEARN_FP_PERTURB``) gives: the list was checked on six
+    (config.py), and a method that misses on some of them is in ``OFF_TARGET`` as "depends on the pretrained
+    model"; one listed as missing on every model must still miss here.
+    """
     base = runs["baseline"]["metrics"]["d_t"]
     bad = {m: (round(r["metrics"]["d_f"], 1), round(r["metrics"]["d_t"], 1)) for m, r in runs.items()
            if m != "baseline" and (r["metrics"]["d_f"] > 10 or r["metrics"]["d_t"] < base - 10)}
     known = config.OFF_TARGET.get("Digits", {})
     assert set(bad) <= set(known), f"(d_f, d_t) off target, baseline d_t {base:.1f}: {bad}; documented: {set(known)}"
-    never = {m for m, why in known.items() if not why.startswith(("depends on", "seed-dependent"))}
+    never = {m for m, why in known.items() if not why.startswith("depends on")}
     assert never <= set(bad), f"documented as missing but on target now: {never - set(bad)}"
 
 
