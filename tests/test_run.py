@@ -126,3 +126,34 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
     p.stdout.readline()
     p.stdout.close()
     assert p.wait() == 0 and "Traceback" not in p.stderr.read()
+
+
+def test_an_int_where_a_float_is_declared_names_the_same_folder(digits):
+    """run.py's literal values and what the stages' parsers give are normalised alike before hashing."""
+    from unlearn.forget import entry_settings, extras_from_args, parser
+    from unlearn.identity import attack_extras
+
+    assert attack_extras("Digits", {"unlearn_data_percent": 20}) == attack_extras("Digits", {"unlearn_data_percent": 20.0})
+    assert attack_extras("Digits", {"relearning_lr": (1,)}) == attack_extras("Digits", {"relearning_lr": [1.0]})
+    for entry_opts, flags in [({"replay_lr": 1}, ["--replay_lr", "1"]), ({"replay_lr": 1.0}, ["--replay_lr", "1.0"]),
+                              ({"weight_decay": 1}, ["--opt", "weight_decay=1"])]:
+        method = "finetune_our"
+        _, _, launcher = entry_settings(method, entry_opts)
+        _, stage = extras_from_args(parser("Digits").parse_args(["--dataset", "Digits", "-method", method, *flags]))
+        assert digits.run_name(method, 0.1, 2, launcher) == digits.run_name(method, 0.1, 2, stage), entry_opts
+    one = entry_settings("finetune_our", {"replay_lr": 1})[2]
+    assert digits.run_name("finetune_our", 0.1, 2, one) == \
+        digits.run_name("finetune_our", 0.1, 2, entry_settings("finetune_our", {"replay_lr": 1.0})[2])
+
+
+def test_run_py_with_an_int_attack_setting_and_an_int_replay_setting_finishes(first_run):
+    """The run.py edits a user makes (``unlearn_data_percent=20``, ``replay_l1=0``) find their own results
+    (they used to run, then be reported as "exited 0 but left no fresh results.json": exit 1)."""
+    root, _ = first_run
+    methods = [("baseline", 0, 0), ("retrain", 0.01, 6), ("negative_grad_our", 0.01, 3, {"replay_l1": 0})]
+    d = {**defaults(methods), "attack": {**ATTACK, "unlearn_data_percent": 20, "trials": 2, "steps": 5},
+         "stages": ["pretrain", "forget", "attack"]}
+    assert launch(argv(root), d) == 0
+    rows = list(csv.DictReader((root / "summary.csv").open()))
+    assert [r["method"] for r in rows] == [m[0] for m in methods]
+    assert all(math.isfinite(float(r["rea_index_out"])) for r in rows if r["method"] != "baseline")

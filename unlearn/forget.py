@@ -15,7 +15,7 @@ from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results, s
 from .cli import base_parser, device_arg, finite_float, nonneg_float, nonneg_int, positive_float
 from .engine import resolve_device, seed_everything
 from .errors import Diverged, UsageError
-from .identity import run_identity
+from .identity import normal_value, run_identity
 from .methods import Context, check_options, check_paras, get_method, list_methods, pretrain_l1, resolve_paras
 from .metrics import evaluate_unlearning
 from .our import ReplayConfig, run_our
@@ -85,13 +85,20 @@ def replay_config(spec, *, epochs=None, lr=None, l1=None) -> tuple[ReplayConfig,
     """The Replay settings of ``spec``'s ``_our`` run and those of them that differ from the defaults."""
     default = ReplayConfig(epochs=spec.replay_epochs)
     given = {"epochs": epochs, "lr": lr, "l1": l1}
-    given = {k: v for k, v in given.items() if v is not None and v != getattr(default, k)}
+    given = {k: normal_value(v, getattr(default, k)) for k, v in given.items() if v is not None}
+    given = {k: v for k, v in given.items() if v != getattr(default, k)}
     return ReplayConfig(**{**vars(default), **given}), {f"replay_{k}": v for k, v in given.items()}
 
 
-def forget_extras(*, options=None, replay_extras=None, weight_path=None, batch_size=None, mask_path=None) -> dict:
-    """The non-default settings of a forget run: they go into its folder name (see unlearn.identity)."""
-    return {"options": dict(options or {}), **(replay_extras or {}),
+def forget_extras(*, options=None, replay_extras=None, weight_path=None, batch_size=None, mask_path=None,
+                  method: str | None = None) -> dict:
+    """The non-default settings of a forget run: they go into its folder name (see unlearn.identity).
+
+    With ``method``, its options are first brought to their declared types (``check_options``), as the
+    run will use them: ``weight_decay=1`` and ``weight_decay=1.0`` name the same folder.
+    """
+    options = check_options(method, options) if method is not None else dict(options or {})
+    return {"options": options, **(replay_extras or {}),
             "weight_path": str(weight_path) if weight_path else None, "batch_size": batch_size,
             "mask_path": str(mask_path) if mask_path else None}
 
@@ -110,7 +117,8 @@ def entry_settings(method: str, options=None, *, weight_path=None) -> tuple[dict
     replay = {k[len("replay_"):]: options.pop(k) for k in REPLAY_KEYS if k in options}
     flags = [x for k, v in replay.items() for x in (f"--replay_{k}", str(v))]
     _, replay_extras = replay_config(get_method(method)[0], **replay) if replay else (None, {})
-    return options, flags, forget_extras(options=options, replay_extras=replay_extras, weight_path=weight_path)
+    return options, flags, forget_extras(options=options, replay_extras=replay_extras, weight_path=weight_path,
+                                         method=method)
 
 
 def entry_replay(method: str, options=None) -> ReplayConfig:
@@ -224,7 +232,7 @@ def extras_from_args(args) -> tuple[ReplayConfig, dict]:
     spec, _ = get_method(args.method)
     replay, replay_extras = replay_config(spec, epochs=args.replay_epochs, lr=args.replay_lr, l1=args.replay_l1)
     extras = forget_extras(options=parse_options(args.opt), replay_extras=replay_extras, weight_path=args.weight_path,
-                           batch_size=args.batch_size, mask_path=args.mask_path)
+                           batch_size=args.batch_size, mask_path=args.mask_path, method=args.method)
     return replay, extras
 
 

@@ -144,11 +144,30 @@ def settings_suffix(extras: dict) -> str:
     return f"-{_sha(extras)[:8]}" if extras else ""
 
 
+def normal_value(value, like):
+    """``value`` in the type of ``like``, the setting's default or declared type (an instance or a type).
+
+    The one normalisation of a setting before it is hashed, shared by the launcher (run.py's literal
+    values) and the stages (what their parsers give): an int where a float is declared becomes that float
+    (run.py's ``unlearn_data_percent=20`` names the same run as the attack's ``--unlearn_data_percent 20``,
+    parsed as 20.0), each element of a list alike, and tuples become lists. Anything else is unchanged.
+    """
+    kind = like if isinstance(like, type) else type(like)
+    if isinstance(value, (list, tuple)):
+        inner = like[0] if isinstance(like, (list, tuple)) and like else None
+        return [normal_value(v, inner) if inner is not None else v for v in value]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def attack_extras(dataset: str, given: dict) -> dict:
-    """Attack settings given explicitly that differ from ``config.ATTACK[dataset]`` (for the folder name)."""
+    """Attack settings given explicitly that differ from ``config.ATTACK[dataset]`` (for the folder name),
+    normalised (:func:`normal_value`) to the types of those defaults."""
     defaults = config.ATTACK.get(dataset, {})
-    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples and lists compare equal)
-    diff = {k: v for k, v in given.items() if v is not None and (k not in defaults or norm(v) != norm(defaults[k]))}
+    given = {k: normal_value(v, defaults[k]) if k in defaults else normal_value(v, v) for k, v in given.items()
+             if v is not None}
+    diff = {k: v for k, v in given.items() if k not in defaults or v != normal_value(defaults[k], defaults[k])}
     return {"attack": diff} if diff else {}
 
 
