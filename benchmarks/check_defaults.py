@@ -12,6 +12,8 @@ that model's baseline) and whether ``config.OFF_TARGET`` lists it.
     python benchmarks/check_defaults.py --dataset Digits --models 0:0 1:0 2:0 0:1 0:2 0:0:2 --jobs 2 --out /tmp/chk
 
 Writes ``<out>/<dataset>.json`` (every number) and ``<out>/<dataset>.md`` (the table), and prints the table.
+Finished pretrainings and runs in ``--out`` are reused (a killed check resumes; the folder is a scratch
+folder of this script, for this config.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,15 @@ import config  # noqa: E402
 TARGET_DF, TARGET_DT_DROP = 10.0, 10.0
 
 
+def done(path: Path) -> dict | None:
+    """A finished run's results (status ok) in the scratch folder, so that a killed check resumes; else None."""
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return r if r.get("status") == "ok" else None
+
+
 def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> dict:
     """Pretrain model ``seed:level:threads`` under ``root`` and run the dataset's whole method list on it
     (the unlearning runs on one thread)."""
@@ -38,7 +49,7 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
 
     torch.set_num_threads(threads)
     from unlearn.forget import entry_replay, entry_settings, unlearn_run
-    from unlearn.methods import list_methods, pretrain_l1
+    from unlearn.methods import list_methods, pretrain_l1, resolve_paras
     from unlearn.pretrain import pretrain
     from unlearn.setting import Setting
 
@@ -50,8 +61,8 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
     pre = Setting(**base, seed=seed)
     models = {}
     for l1 in sorted({0.0} | {pretrain_l1(m, dataset) for m in list_methods()}):
-        r = pretrain(pre, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"], l1=l1, device="cpu",
-                     progress=False)
+        r = done(pre.pretrain_dir(l1) / "results.json") or pretrain(
+            pre, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"], l1=l1, device="cpu", progress=False)
         models[l1] = {k: r[k] for k in ("best_epoch", "best_test_acc", "best_retain_train_acc")}
     torch.set_num_threads(1)
     setting = Setting(**base, seed=0)
@@ -60,8 +71,9 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
         method, p1, p2, *rest = entry
         opts = rest[0] if rest else {}
         options, _, extras = entry_settings(method, opts)
-        r = unlearn_run(setting, method=method, para1=p1, para2=p2, options=options,
-                        replay=entry_replay(method, opts), extras=extras, device="cpu", progress=False)
+        r = done(setting.stage_dir("unlearning", method, *resolve_paras(method, p1, p2), extras) / "results.json") \
+            or unlearn_run(setting, method=method, para1=p1, para2=p2, options=options,
+                           replay=entry_replay(method, opts), extras=extras, device="cpu", progress=False)
         m = r.get("metrics") or {}
         rows.append({"method": method, "status": r["status"], "d_f": m.get("d_f"), "d_t": m.get("d_t")})
     return {"seed": seed, "level": level, "threads": threads, "pretrained": models, "rows": rows, "seconds": time.perf_counter() - t0}
