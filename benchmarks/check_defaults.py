@@ -37,7 +37,8 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
     import torch
 
     torch.set_num_threads(threads)
-    from unlearn.forget import entry_replay, entry_settings, unlearn_run
+    from unlearn.entries import entry_replay, entry_settings
+    from unlearn.forget import unlearn_run
     from unlearn.methods import list_methods, pretrain_l1
     from unlearn.pretrain import pretrain
     from unlearn.setting import Setting

@@ -65,7 +65,7 @@ def test_failed_rerun_over_finished_folder_invalidates_it(digits, pretrained, mo
 
 # 3. folder names carry options, replay and attack settings
 def test_folder_names_carry_every_non_default_setting(digits):
-    from unlearn.forget import forget_extras
+    from unlearn.entries import forget_extras
 
     names = {digits.run_name("finetune", 0.1, 2, forget_extras(options=o)) for o in
              ({}, {"weight_decay": 0.01}, {"weight_decay": 0.02})}
@@ -138,7 +138,7 @@ def test_gpu_slots_map_through_preset_visible_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert runner.visible_gpus() == ["2", "3"]
-    assert runner._env("3")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert runner.job_env("3")["CUDA_VISIBLE_DEVICES"] == "3"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert runner.visible_gpus() == ["0", "1"]
 

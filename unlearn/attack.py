@@ -42,7 +42,7 @@ from .cli import nonneg_int, positive_float, positive_int
 from .identity import file_sha256, run_identity
 from .engine import resolve_device
 from .errors import UsageError
-from .forget import finished_retrain_runs
+from .runs import finished_retrain_runs
 from .relearn import relearn_curve, relearn_curves, reset_forget_row, run_curves  # noqa: F401  (public API)
 from .runinfo import environment
 from .setting import Setting, fmt_para
@@ -338,7 +338,7 @@ def reference_curves(setting: Setting, *, cfg: AttackConfig, device="auto", prog
 
 
 def parser(dataset_default: str):
-    from .forget import parser as forget_parser
+    from .forget_cli import parser as forget_parser
 
     p = forget_parser(dataset_default)
     p.description = "Reminiscence Attack on the model the forget script wrote for the same -method --para1 --para2."
@@ -382,7 +382,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
         raise UsageError("-method is required (or pass --refs-only)")
     import sys
 
-    from .forget import extras_from_args
+    from .forget_cli import extras_from_args
     from .identity import attack_extras
 
     para1, para2 = resolve_paras(args.method, args.para1, args.para2)

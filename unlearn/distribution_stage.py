@@ -63,7 +63,7 @@ def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
             get_method(parts[0])
             out.append(setting.run_name(parts[0], *parts[1:]))
         return out
-    from .forget import entry_settings
+    from .entries import entry_settings
 
     return [setting.run_name(m, *resolve_paras(m, a, b), entry_settings(m, o[0] if o else None)[2])
             for m, a, b, *o in config.MU_METHOD_LIST[setting.dataset]]

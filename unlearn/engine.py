@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .errors import Diverged, UsageError
-from .identity import fp_perturbation
+from .runinfo import fp_perturbation
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -36,7 +36,7 @@ FP_PERTURB_SEED = 7919  # the perturbation pattern of level k is drawn from seed
 def perturb_init(model: torch.nn.Module, level: int | None = None) -> torch.nn.Module:
     """Move about half of a fresh model's nonzero weights by one ulp, up or down (in place; level 0: none).
 
-    A stand-in for another CPU (``UNLEARN_FP_PERTURB``, :func:`unlearn.identity.fp_perturbation`): machines
+    A stand-in for another CPU (``UNLEARN_FP_PERTURB``, :func:`unlearn.runinfo.fp_perturbation`): machines
     differ by the rounding of their reductions, a relative 1e-7 per operation, which training amplifies
     into another model of the same quality. One ulp at initialisation is that difference, made here and
     reproducibly (the pattern comes from its own generator; the global random state is untouched).

@@ -6,154 +6,26 @@ last, ``results.json`` with every metric, the resolved config and the status.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
-from .checkpoint import atomic_write_json, atomic_write_text, read_ok_results, save_checkpoint
-from .cli import base_parser, device_arg, finite_float, nonneg_float, nonneg_int, positive_float
+from .checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from .cli import device_arg
 from .engine import resolve_device, seed_everything
+from .entries import forget_extras, replay_config  # noqa: F401  (tests reach them as forget.*)
 from .errors import Diverged, UsageError
-from .identity import normal_value, run_identity
-from .methods import Context, check_options, check_paras, get_method, list_methods, pretrain_l1, resolve_paras
+from .forget_cli import extras_from_args, parse_options, parser
+from .identity import run_identity
+from .method_run import run_method
+from .methods import Context, check_options, check_paras, get_method, pretrain_l1, resolve_paras
 from .metrics import evaluate_unlearning
-from .our import ReplayConfig, run_our
+from .our import ReplayConfig
 from .runinfo import environment
+from .runs import retrain_seconds
 from .setting import Setting, fmt_para
-
-class _RawEpilogFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help and the methods table kept as written."""
 
 
 TSV_COLUMNS = ["d_t", "d_f", "d_r", "mia", "time"]
-
-
-def methods_epilog() -> str:
-    """What para1/para2 mean for each method, and their defaults, for ``--help``."""
-    lines = ["methods (para1 / para2, defaults; _our: over-unlearning defaults):"]
-    for name in list_methods(include_our=False):
-        spec, _ = get_method(name)
-        our = f"; _our {spec.over_defaults}" if spec.approximate and not spec.is_our else ""
-        lines.append(f"  {name}: {spec.para1} / {spec.para2}, {spec.defaults}{our}. {spec.summary}")
-        if spec.options:
-            lines.append(f"      --opt: {spec.options_text}")
-        if spec.space or spec.over_space:
-            lines.append(f"      --tune: {spec.space_text}")
-    return "\n".join(lines)
-
-
-def parser(dataset_default: str):
-    p = base_parser("Unlearn one class with a registered method (append _our for Over-Unlearning & Replay).",
-                    dataset_default)
-    p.epilog = methods_epilog()
-    p.formatter_class = _RawEpilogFormatter
-    p.add_argument("-method", "--method", required=True, choices=list_methods(), metavar="METHOD",
-                   help="one of: " + ", ".join(list_methods()))
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None,
-                   help="class to forget, as a dataset label (default from config.py)")
-    p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
-                   help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
-    p.add_argument("--para1", type=finite_float, default=None, help="first method parameter (usually the learning rate)")
-    p.add_argument("--para2", type=finite_float, default=None, help="second method parameter (usually epochs)")
-    p.add_argument("--mask_path", "--mask-path", dest="mask_path", default=None, help="SalUn saliency mask (.pt)")
-    p.add_argument("--replay_epochs", type=nonneg_int, default=None,
-                   help="_our: Replay epochs (default per method; 0: over-unlearning only)")
-    p.add_argument("--replay_lr", type=positive_float, default=None,
-                   help=f"_our: Replay learning rate (default {ReplayConfig().lr})")
-    p.add_argument("--replay_l1", type=nonneg_float, default=None,
-                   help=f"_our: Replay L1 weight (default {ReplayConfig().l1})")
-    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="method-specific option, e.g. --opt alpha=0.9 (repeatable)")
-    return p
-
-
-def parse_options(pairs) -> dict:
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise UsageError(f"--opt {p!r} is not KEY=VALUE; write e.g. --opt alpha=0.9")
-        k, v = p.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
-def replay_config(spec, *, epochs=None, lr=None, l1=None) -> tuple[ReplayConfig, dict]:
-    """The Replay settings of ``spec``'s ``_our`` run and those of them that differ from the defaults."""
-    default = ReplayConfig(epochs=spec.replay_epochs)
-    given = {"epochs": epochs, "lr": lr, "l1": l1}
-    given = {k: normal_value(v, getattr(default, k)) for k, v in given.items() if v is not None}
-    given = {k: v for k, v in given.items() if v != getattr(default, k)}
-    return ReplayConfig(**{**vars(default), **given}), {f"replay_{k}": v for k, v in given.items()}
-
-
-def forget_extras(*, options=None, replay_extras=None, weight_path=None, batch_size=None, mask_path=None,
-                  method: str | None = None) -> dict:
-    """The non-default settings of a forget run: they go into its folder name (see unlearn.identity).
-
-    With ``method``, its options are first brought to their declared types (``check_options``), as the
-    run will use them: ``weight_decay=1`` and ``weight_decay=1.0`` name the same folder.
-    """
-    options = check_options(method, options) if method is not None else dict(options or {})
-    return {"options": options, **(replay_extras or {}),
-            "weight_path": str(weight_path) if weight_path else None, "batch_size": batch_size,
-            "mask_path": str(mask_path) if mask_path else None}
-
-
-REPLAY_KEYS = ("replay_epochs", "replay_lr", "replay_l1")
-
-
-def entry_settings(method: str, options=None, *, weight_path=None) -> tuple[dict, list[str], dict]:
-    """A method-list entry's options dict as run.py runs it: (method options, replay flags, folder extras).
-
-    Besides the method's own ``--opt`` options, an ``_our`` entry may set ``replay_epochs``,
-    ``replay_lr`` and ``replay_l1`` (the forget stage's ``--replay_*`` flags); the folder extras
-    are those the forget stage derives from the same command (:func:`extras_from_args`).
-    """
-    options = dict(options or {})
-    replay = {k[len("replay_"):]: options.pop(k) for k in REPLAY_KEYS if k in options}
-    flags = [x for k, v in replay.items() for x in (f"--replay_{k}", str(v))]
-    _, replay_extras = replay_config(get_method(method)[0], **replay) if replay else (None, {})
-    return options, flags, forget_extras(options=options, replay_extras=replay_extras, weight_path=weight_path,
-                                         method=method)
-
-
-def entry_replay(method: str, options=None) -> ReplayConfig:
-    """The Replay settings a method-list entry's options dict gives its ``_our`` run."""
-    given = {k[len("replay_"):]: v for k, v in dict(options or {}).items() if k in REPLAY_KEYS}
-    return replay_config(get_method(method)[0], **given)[0]
-
-
-def run_method(spec, our: bool, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=None):
-    """(model, seconds, phases) of one unlearning run on ``ctx``: the method, or for ``_our``/OUR its
-    Over-Unlearning & Replay (phases: their seconds; None for a plain method). Raises Diverged."""
-    t0 = time.perf_counter()
-    if our:
-        model, phases = run_our(spec, ctx, para1, para2, replay=replay, on_mid=on_mid)
-        return model, phases["over_seconds"] + phases["replay_seconds"], phases
-    model = spec.fn(ctx, para1, para2)
-    return model, time.perf_counter() - t0, None
-
-
-def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
-    """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
-    runs = []
-    for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
-        r = read_ok_results(res)
-        c = (r or {}).get("config", {})
-        if r and c.get("seed") == setting.seed and c.get("forget_class") == setting.forget_class \
-                and sorted(c.get("ood_classes", [])) == sorted(setting.ood_classes):
-            runs.append((res.stat().st_mtime, res.parent, r))
-    return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]
-
-
-def retrain_seconds(setting: Setting) -> float | None:
-    """Seconds of the newest finished ``retrain`` run of the same setting and seed, if any."""
-    runs = finished_retrain_runs(setting)
-    return runs[0][1]["time"] if runs else None
 
 
 def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight_path=None, batch_size=None,
@@ -225,15 +97,6 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     atomic_write_text(out / "log.tsv", "\t".join(TSV_COLUMNS) + "\n" + "\t".join(f"{v:.4f}" for v in row) + "\n")
     atomic_write_json(out / "results.json", results)
     return results
-
-
-def extras_from_args(args) -> tuple[ReplayConfig, dict]:
-    """Replay settings and folder-name extras of a forget (or attack) command line."""
-    spec, _ = get_method(args.method)
-    replay, replay_extras = replay_config(spec, epochs=args.replay_epochs, lr=args.replay_lr, l1=args.replay_l1)
-    extras = forget_extras(options=parse_options(args.opt), replay_extras=replay_extras, weight_path=args.weight_path,
-                           batch_size=args.batch_size, mask_path=args.mask_path, method=args.method)
-    return replay, extras
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):

@@ -11,7 +11,7 @@ unchanged. Each stage records in ``results.json`` an ``identity``:
 * ``inputs``: a fingerprint (size, mtime, sha256) of every file the run read
   (pretrained checkpoint, SalUn mask, unlearned model, retrained references);
 * ``code``: :data:`CODE_VERSION`, bumped when a change alters results;
-* the floating-point perturbation (:func:`fp_perturbation`, ``UNLEARN_FP_PERTURB``) when it is on,
+* the floating-point perturbation (:func:`unlearn.runinfo.fp_perturbation`, ``UNLEARN_FP_PERTURB``) when it is on,
   inside ``config``: a perturbed model is another model.
 
 :func:`is_fresh` is what ``run.py`` asks before it skips a run. Folder names stay
@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import config
-from .errors import UsageError
+from .runinfo import fp_perturbation
 
 CODE_VERSION = 3  # 3: pretraining's tied best epochs go to the later one
-FP_PERTURB_ENV = "UNLEARN_FP_PERTURB"
 # Flags that never change a result: taking (True) or not taking (False) a value.
 _VOLATILE = {"--threads": True, "--no-progress": False, "--log-root": True, "--log_root": True,
              "--data-root": True, "--data_root": True, "--skip-done": False, "--skip-missing": False,
@@ -53,22 +51,6 @@ def normalise_argv(argv: list[str]) -> list[str]:
             continue
         out.append(Path(a).name if a.endswith(".py") else a)
     return out
-
-
-def fp_perturbation() -> int:
-    """The level of ``UNLEARN_FP_PERTURB`` (0 or unset: off); a bad value is a :class:`UsageError`.
-
-    Level k > 0 moves the initial weights of every freshly built model by one ulp in a pattern drawn from
-    seed k (:func:`unlearn.engine.perturb_init`): the rounding difference another CPU makes, which
-    training then amplifies. Tests and defaults are checked both ways, so that they hold on any machine.
-    """
-    raw = os.environ.get(FP_PERTURB_ENV, "").strip()
-    if raw in ("", "0"):
-        return 0
-    if not raw.isdigit():
-        raise UsageError(f"{FP_PERTURB_ENV}={raw!r} is not a whole number >= 0; set it to 0 (off) or 1, 2, ... "
-                         "(another floating-point path), or unset it")
-    return int(raw)
 
 
 def config_fingerprint(dataset: str) -> str:

@@ -6,8 +6,9 @@ import time
 
 import config
 from .cli import Parser, nonneg_int, positive_int
+from .entries import normalise_entry
 from .errors import UsageError
-from .methods import pretrain_l1, resolve_paras
+from .methods import pretrain_l1
 from .runner import build_jobs, default_jobs, run_jobs
 from .setting import Setting
 from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
@@ -88,18 +89,6 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
             raise UsageError(f"python_file {name} is a {named} script but the dataset is {dataset}, whose script is "
                              f"{expected}; set python_file = {expected!r} or change dataset")
     return [stage]
-
-
-def normalise_entry(entry) -> tuple:
-    """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple.
-
-    ``None`` parameters become the method's defaults (over-unlearning defaults for
-    ``_our``), exactly as the forget stage resolves them, so folder names agree.
-    """
-    if len(entry) not in (3, 4):
-        raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
-    p1, p2 = resolve_paras(entry[0], entry[1], entry[2])
-    return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
 
 
 def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_run: bool = False) -> list:

@@ -86,9 +86,9 @@ def run_our(spec, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=No
     region) so the mid point can be saved and evaluated. Returns
     ``(model, {"over_seconds", "replay_seconds"})``.
     """
-    from .methods import _declared
+    from .methods import spec_options
 
-    ctx.declared = _declared(spec, True)
+    ctx.declared = spec_options(spec, True)
     ctx.over = True
     t0 = time.perf_counter()
     ctx.model = spec.fn(ctx, para1, para2)

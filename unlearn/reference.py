@@ -26,7 +26,7 @@ import numpy as np
 
 import config
 from .checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
-from .forget import finished_retrain_runs
+from .runs import finished_retrain_runs
 from .setting import Setting
 
 CODE_VERSION = "rea-curves-2"  # bump whenever the curves a configuration gives change

@@ -27,7 +27,7 @@ from pathlib import Path
 import config
 from .batch import save_run_log
 from .checkpoint import read_ok_results
-from .forget import entry_settings
+from .entries import entry_settings
 from .identity import attack_extras, distribution_identity, is_fresh
 from .setting import Setting, fmt_para
 
@@ -215,14 +215,14 @@ def default_jobs() -> int:
     return max(len(visible_gpus()), 1)
 
 
-def _env(gpu) -> dict:
+def job_env(gpu) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
 
 
-def _last_line(*texts: str) -> str:
+def last_line(*texts: str) -> str:
     for t in texts:
         lines = t.strip().splitlines()
         if lines:
@@ -230,7 +230,7 @@ def _last_line(*texts: str) -> str:
     return ""
 
 
-def _judge(job: Job, rc: int, tail: str) -> tuple[str, int, str]:
+def judge(job: Job, rc: int, tail: str) -> tuple[str, int, str]:
     """A run succeeded only if it exited 0 and left fresh results."""
     if rc == 0 and job.done and not job.fresh():
         return job.name, 1, f"exited 0 but left no fresh results.json ({tail})"
@@ -244,11 +244,11 @@ def _execute(unit: list[Job], gpu, threads: int) -> list[tuple[str, int, str]]:
     if len(unit) == 1:
         job = unit[0]
         cmd = [*job.cmd, *extra]
-        p = subprocess.run(cmd, cwd=ROOT, env=_env(gpu), capture_output=True, text=True)
+        p = subprocess.run(cmd, cwd=ROOT, env=job_env(gpu), capture_output=True, text=True)
         save_run_log(job.folder, cmd, p.stdout, p.stderr)
-        return [_judge(job, p.returncode, f"{_last_line(p.stderr, p.stdout)} ({time.perf_counter() - t0:.1f}s)")]
+        return [judge(job, p.returncode, f"{last_line(p.stderr, p.stdout)} ({time.perf_counter() - t0:.1f}s)")]
     runs = [{"script": j.cmd[1], "argv": [*j.cmd[2:], *extra], "folder": str(j.folder)} for j in unit]
-    p = subprocess.run([sys.executable, "-m", "unlearn.batch"], input=json.dumps(runs), cwd=ROOT, env=_env(gpu),
+    p = subprocess.run([sys.executable, "-m", "unlearn.batch"], input=json.dumps(runs), cwd=ROOT, env=job_env(gpu),
                        capture_output=True, text=True)
     try:
         rcs = json.loads(p.stdout.strip().splitlines()[-1])["rcs"]
@@ -259,9 +259,9 @@ def _execute(unit: list[Job], gpu, threads: int) -> list[tuple[str, int, str]]:
     for j, rc in zip(unit, rcs):
         texts = [(j.folder / f).read_text() if (j.folder / f).is_file() else "" for f in ("stderr.txt", "stdout.txt")]
         if rc is None:
-            out.append((j.name, 1, _last_line(p.stderr) or f"batch process exited {p.returncode} before this run"))
+            out.append((j.name, 1, last_line(p.stderr) or f"batch process exited {p.returncode} before this run"))
         else:
-            out.append(_judge(j, rc, _last_line(*texts) or f"exit {rc}"))
+            out.append(judge(j, rc, last_line(*texts) or f"exit {rc}"))
     return out
 
 

@@ -271,7 +271,7 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
     (``unlearn.batch.save_run_log``), also when a timeout or preemption stops it.
     """
     from .batch import save_run_log
-    from .runner import ROOT, _env, _judge, _last_line
+    from .runner import ROOT, job_env, judge, last_line
 
     job = spec.job
     unmet = [name for name, result in spec.needs if not _ended_ok(result)]
@@ -281,7 +281,7 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
     cmd = [*job.cmd, *spec.extra]
     print(f"run {job.name}: {shlex.join(cmd)}", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    p = subprocess.Popen(cmd, cwd=ROOT, env=job_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          bufsize=1)
     out: list[str] = []
     err: list[str] = []
@@ -306,13 +306,13 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
         for t in pumps:
             t.join(timeout=10)
         save_run_log(job.folder, cmd, "".join(out), "".join(err))
-    return _judge(job, rc, f"{_last_line(''.join(err), ''.join(out))} ({time.perf_counter() - t0:.1f}s)")[1:]
+    return judge(job, rc, f"{last_line(''.join(err), ''.join(out))} ({time.perf_counter() - t0:.1f}s)")[1:]
 
 
 # ---------------------------------------------------------------- submitting and waiting
 
 
-def _executor(opts: ClusterOptions):
+def make_executor(opts: ClusterOptions):
     import submitit
 
     if opts.cluster == "slurm":
@@ -414,7 +414,7 @@ def run_jobs_slurm(jobs: list, opts: ClusterOptions, *, force: bool = False, dry
         return status
     by_name = {j.name: j for j in jobs}
     results = {name: str(h.paths.result_pickle) for name, h in running.items()}
-    executor = _executor(opts)
+    executor = make_executor(opts)
     if in_flight:
         print(f"waiting for {len(in_flight)} run(s) submitted earlier and still queued or running", flush=True)
     bar = tqdm(total=len(todo) + len(running), desc="runs", disable=not progress)

@@ -68,7 +68,7 @@ def setting(dataset: str, log_root: str | Path) -> Setting:
 def grid_entries(dataset: str, methods=None) -> list[tuple]:
     """The method list as run.py runs it (``(method, para1, para2, options)``, defaults resolved);
     ``methods``: keep only these (baseline and retrain are always kept: every verdict needs them)."""
-    from .launcher import normalise_entry
+    from .entries import normalise_entry
 
     keep = None if methods is None else {"baseline", "retrain", *methods}
     return [normalise_entry(e) for e in config.MU_METHOD_LIST[dataset] if keep is None or e[0] in keep]
@@ -136,7 +136,7 @@ def _bands(s: Setting, entry, attack: dict | None) -> dict:
     res = read_ok_results(SM.run_dir(s, "mia_mu_attack", *entry[:3], ex) / "results.json")
     out = {}
     for short, level in SM.LEVEL_KEYS.items():
-        _, v = SM._strongest((res or {}).get("per_lr"), level)
+        _, v = SM.strongest((res or {}).get("per_lr"), level)
         band = ((v or {}).get("index") or {}).get("null", {}).get("band") or [math.nan, math.nan]
         out[f"band_lo_{short}"], out[f"band_hi_{short}"] = map(float, band)
     return out

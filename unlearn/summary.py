@@ -71,7 +71,7 @@ def run_dir(s: Setting, stage: str, method: str, p1, p2, extras: dict | None = N
     return s.stage_dir(stage, method, p1, p2, extras)
 
 
-def _strongest(per_lr: dict, level: str):
+def strongest(per_lr: dict, level: str):
     """(lr, verdict) at ``level`` with the highest two-sided AUC (else the first lr)."""
     best = None
     for lr, r in (per_lr or {}).items():
@@ -94,7 +94,7 @@ def attack_cells(res: dict | None) -> dict:
         return out
     out["rea_refs"] = len(res.get("references", []))
     for short, level in LEVEL_KEYS.items():
-        lr, v = _strongest(res.get("per_lr"), level)
+        lr, v = strongest(res.get("per_lr"), level)
         if v is None:
             continue
         out[f"rea_lr_{short}"] = float(lr)
@@ -159,7 +159,7 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
 
 def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: str = "") -> dict:
     """Folder-name extras of a method-list entry ``(method, para1, para2[, options])`` as run.py runs it."""
-    from .forget import entry_settings
+    from .entries import entry_settings
     from .identity import attack_extras
 
     extras = entry_settings(entry[0], entry[3] if len(entry) > 3 else None, weight_path=weight_path)[2]
@@ -207,7 +207,7 @@ def null_row(base: Setting, methods, seeds, *, weight_path=None, attack: dict | 
             continue
         refs.append(len(res.get("references", [])))
         for short, level in LEVEL_KEYS.items():
-            _, v = _strongest(res.get("per_lr"), level)
+            _, v = strongest(res.get("per_lr"), level)
             if not v or not v.get("index"):
                 continue
             vals[f"rea_index_{short}"] += v["index"]["null"]["values"]

@@ -239,7 +239,8 @@ class Evaluator:
     def run(self, entry, *, on_mid=None) -> tuple[dict, float]:
         """(metrics, seconds) of one method-list entry; raises Diverged like the forget stage."""
         from .engine import seed_everything
-        from .forget import entry_replay, entry_settings, run_method
+        from .entries import entry_replay, entry_settings
+        from .method_run import run_method
         from .methods import Context
 
         method, p1, p2, opts = normal_entry(entry)
@@ -429,7 +430,7 @@ def _worker_main():
 
 def reference_metrics(setting: Setting) -> dict | None:
     """d_f and d_t of the newest finished retrain run of the setting and seed, and its folder."""
-    from .forget import finished_retrain_runs
+    from .runs import finished_retrain_runs
 
     runs = finished_retrain_runs(setting)
     if not runs:
@@ -741,14 +742,14 @@ def _run_prerequisites(jobs, cluster, *, dry_run=False, progress=True):
 
 def _run_workers_local(spec: dict, n: int, folder: Path):
     """``n`` worker processes (``python -m unlearn.tune``) on the same studies; logs in ``worker{i}.log``."""
-    from .runner import ROOT, _env
+    from .runner import ROOT, job_env
 
     folder.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
         log = open(folder / f"worker{i}.log", "w")
         p = subprocess.Popen([sys.executable, "-m", "unlearn.tune"], stdin=subprocess.PIPE, stdout=log,
-                             stderr=subprocess.STDOUT, cwd=ROOT, env=_env(None), text=True)
+                             stderr=subprocess.STDOUT, cwd=ROOT, env=job_env(None), text=True)
         p.stdin.write(json.dumps({**spec, "worker": i, "progress": False}))
         p.stdin.close()
         procs.append((p, log))
@@ -763,9 +764,9 @@ def _run_workers_local(spec: dict, n: int, folder: Path):
 
 def _run_workers_submitit(spec: dict, n: int, cluster):
     """``n`` workers as submitit jobs (one array on SLURM), each running :func:`run_worker`."""
-    from .slurm import Array, _executor, slurm_parameters
+    from .slurm import Array, make_executor, slurm_parameters
 
-    ex = _executor(cluster)
+    ex = make_executor(cluster)
     threads = cluster.cpus_per_job if not cluster.gpus_per_job else None
     if cluster.cluster == "slurm":
         ex.update_parameters(**slurm_parameters(cluster, Array("tune", [None] * n, [], []), None))

@@ -61,7 +61,7 @@ def _read(path: Path) -> dict | None:
 
 def _defaults(method: str) -> dict:
     """The value every option and replay setting of ``method`` takes when not given."""
-    from .forget import replay_config
+    from .entries import replay_config
     from .methods import declared_options
 
     spec, our = get_method(method)

@@ -209,7 +209,7 @@ def _declaring(fn, name: str):
     def run(ctx, para1, para2):
         if ctx.declared is None:
             spec = _REGISTRY[name]
-            ctx.declared = _declared(spec, ctx.over or spec.is_our)
+            ctx.declared = spec_options(spec, ctx.over or spec.is_our)
         return fn(ctx, para1, para2)
 
     return run
@@ -249,10 +249,10 @@ def get_method(name: str) -> tuple[MethodSpec, bool]:
 
 def declared_options(name: str) -> dict[str, Option]:
     """The options run ``name`` (``_our`` included) accepts: common, its phase's own and, for _our, Replay's."""
-    return _declared(*get_method(name))
+    return spec_options(*get_method(name))
 
 
-def _declared(spec: MethodSpec, our: bool) -> dict[str, Option]:
+def spec_options(spec: MethodSpec, our: bool) -> dict[str, Option]:
     wrapped = our and not spec.is_our  # a _our variant: the method runs in its over phase
     phase = "over" if wrapped else "plain"
     out = {o.name: o for o in COMMON_OPTIONS}
@@ -338,7 +338,7 @@ def check_space(spec: MethodSpec, space, *, our: bool) -> tuple:
     type and valid values respected. Returns ``space``.
     """
     label = spec.name + (OUR_SUFFIX if our and not spec.is_our else "")
-    declared = _declared(spec, our)
+    declared = spec_options(spec, our)
     allowed = [n for n, m in (("para1", spec.para1), ("para2", spec.para2)) if m != "unused"]
     allowed += ["replay_epochs"] if our else []
     allowed += sorted(declared)
