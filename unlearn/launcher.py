@@ -5,17 +5,17 @@ import argparse
 import time
 
 import config
-from .cli import Parser, nonneg_int, positive_int
-from .entries import normalise_entry
-from .errors import UsageError
+from .core.cli import Parser, nonneg_int, positive_int
+from .methods.entries import normalise_entry
+from .core.errors import UsageError
 from .methods import pretrain_l1
-from .runner import build_jobs, default_jobs, run_jobs
-from .setting import Setting
-from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
-from .summary import write_summary
-from .tune import tune
-from .tune_cli import add_tune_args
-from .tune_grid import tuned_entries
+from .pipeline.runner import build_jobs, default_jobs, run_jobs
+from .store.setting import Setting
+from .pipeline.slurm import add_slurm_args, cluster_options, run_jobs_slurm
+from .pipeline.summary import write_summary
+from .tune.search import tune
+from .tune.cli import add_tune_args
+from .tune.grid import tuned_entries
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
 
@@ -81,7 +81,7 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
         raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
                          "or mia_on_mu_main_<dataset>_fullclass.py")
     if stage != "distribution":
-        from .runner import script
+        from .pipeline.runner import script
 
         named = next((d for d in ("cifar100", "imagenet64", "cifar20") if f"_{d}" in name.lower()), None)
         expected = script(stage, dataset)

@@ -2,7 +2,7 @@
 
 ``get_method("negative_grad_our")`` returns the spec of ``negative_grad`` and
 ``our=True``: the ``_our`` suffix selects Over-Unlearning & Replay
-(:mod:`unlearn.our`) for any approximate method, implemented once. A method
+(:mod:`unlearn.methods.our2024`) for any approximate method, implemented once. A method
 registered with ``is_our=True`` (the paper's 2025 ``OUR``) is that protocol
 by itself: ``get_method("OUR")`` also answers ``our=True`` and it has no
 ``_our`` variant.
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UsageError
+from ..core.errors import UsageError
 from .base import Context, random_other_labels, relabel_union, train_ce  # noqa: F401
 
 OUR_SUFFIX = "_our"
@@ -89,11 +89,11 @@ def option(name: str, type_: type, default, meaning: str, *, phase: str = "both"
 
 
 # Options every method takes (read by the forget stage, not by the method). ``tuned_from`` is only recorded:
-# run.py sets it on a setting it took from a tuning study (unlearn/tune.py), so results.json names that study.
+# run.py sets it on a setting it took from a tuning study (unlearn/tune/search.py), so results.json names that study.
 COMMON_OPTIONS = (option("batch_size", int, None, "batch size, as -b (default: the run's or the method's own)"),
                   option("tuned_from", str, None, "the tuning study this setting came from (set by run.py; "
                                                   "recorded, not read)"))
-# Options of every Over-Unlearning & Replay run (unlearn/our.py).
+# Options of every Over-Unlearning & Replay run (unlearn/methods/our2024.py).
 REPLAY_OPTIONS = (option("replay_schedule", str, "paper2024",
                          "Replay learning-rate schedule: paper2024 (the 2024 code's warm-up, peaking near 2x lr), "
                          "constant, or stepped (the 2025 OUR: half the epochs at lr, a third at 0.5x, the rest at "
@@ -177,7 +177,7 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
 
     ``options``: the :class:`Option` s the method reads with ``ctx.opt``. ``is_our``: the method is
     an Over-Unlearning & Replay protocol of its own; ``fn`` is its Over-Unlearning phase and the
-    Replay of :mod:`unlearn.our` follows (its options may set their own defaults, e.g.
+    Replay of :mod:`unlearn.methods.our2024` follows (its options may set their own defaults, e.g.
     ``replay_schedule``). ``space`` / ``over_space``: the :class:`Param` s ``run.py --tune``
     searches for the method and for its ``_our`` variant; checked here (:func:`check_space`).
     """
