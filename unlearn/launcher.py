@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import config
 from .core.cli import Parser, nonneg_int, positive_int
-from .methods.entries import normalise_entry
 from .core.errors import UsageError
 from .methods import pretrain_l1
-from .pipeline.runner import build_jobs, default_jobs, run_jobs
-from .store.setting import Setting
+from .methods.entries import normalise_entry
+from .pipeline.runner import build_jobs, default_jobs, run_jobs, script
 from .pipeline.slurm import add_slurm_args, cluster_options, run_jobs_slurm
 from .pipeline.summary import write_summary
-from .tune.search import tune
+from .store.setting import Setting
 from .tune.cli import add_tune_args
 from .tune.grid import tuned_entries
+from .tune.search import tune
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
 
@@ -73,7 +75,6 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
     """
     if not python_file:
         return stages
-    from pathlib import Path
 
     name = Path(python_file).name
     stage = next((st for pre, st in _PREFIXES.items() if name.startswith(pre)), None)
@@ -81,8 +82,6 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
         raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
                          "or mia_on_mu_main_<dataset>_fullclass.py")
     if stage != "distribution":
-        from .pipeline.runner import script
-
         named = next((d for d in ("cifar100", "imagenet64", "cifar20") if f"_{d}" in name.lower()), None)
         expected = script(stage, dataset)
         if named is not None and Path(expected).name != name:
@@ -98,8 +97,6 @@ def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_
     seeds show whether it transfers). Entries without a tuned setting stay exactly as they were, so
     their commands do not change. ``dry_run`` prints, per method, which setting it gets and why.
     """
-    from dataclasses import replace
-
     choices = tuned_entries(replace(base, seed=seed), methods, weight_path=weight_path)
     if dry_run:
         n = sum(note.startswith("tuned") for _, note in choices)

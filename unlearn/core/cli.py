@@ -6,6 +6,9 @@ of GNU-style flags so existing command lines keep working.
 from __future__ import annotations
 
 import argparse
+import math
+
+import torch
 
 from datasets import list_datasets
 from models import list_models
@@ -13,8 +16,6 @@ from models import list_models
 
 def _number(kind, test, what):
     """An argparse type: ``kind`` (int or float) that must satisfy ``test``; the error names ``what``."""
-    import math
-
     def parse(text):
         try:
             v = kind(text)
@@ -69,7 +70,5 @@ def base_parser(description: str, dataset_default: str) -> argparse.ArgumentPars
 def device_arg(args) -> str:
     """The device flag, honouring the paper's ``-gpu``; also applies ``--threads``."""
     if getattr(args, "threads", None):
-        import torch
-
         torch.set_num_threads(args.threads)
     return "cuda" if args.gpu and args.device == "auto" else args.device

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from datasets.splits import augment_batch
 from .errors import Diverged, UsageError
 from .runinfo import fp_perturbation
 
@@ -116,8 +117,6 @@ def train_epochs(
     optimiser step when ``step_scheduler``. Raises :class:`Diverged` on a non-finite loss.
     Returns one dict of averaged loss per epoch.
     """
-    from datasets.splits import augment_batch
-
     history, step = [], 0
     # One bar for the whole loop, counting optimiser steps; shown only once a loop has run for
     # `delay` seconds, so quick loops leave no empty bar behind (per-epoch bars printed "0it" each).

@@ -4,15 +4,16 @@ import os
 import platform
 import sys
 
+import numpy
+import torch
+
 from .errors import UsageError
 
 FP_PERTURB_ENV = "UNLEARN_FP_PERTURB"
 
 
 def environment() -> dict:
-    import numpy
-    import sklearn
-    import torch
+    import sklearn  # lazy: start-up time
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": numpy.__version__,
             "sklearn": sklearn.__version__, "platform": platform.platform(),

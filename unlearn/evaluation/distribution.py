@@ -32,6 +32,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..store.checkpoint import save_figure
+
 __all__ = [
     "OverlapResult",
     "stratified_subsample",
@@ -147,7 +149,7 @@ def tsne_2d(features, *, seed: int = 42, perplexity: float = 30.0,
     300-point case).  Rough cost: ~45 CPU-seconds for
     5000 points of 10-D features.
     """
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # lazy: start-up time
 
     x = _as_points(features)
     n = x.shape[0]
@@ -219,7 +221,7 @@ def forget_silhouette(points, labels, cls) -> tuple[float, int]:
     silhouette is undefined and 0.0 is returned (the convention scikit-learn
     uses for singleton clusters).
     """
-    from sklearn.metrics import silhouette_score
+    from sklearn.metrics import silhouette_score  # lazy: start-up time
 
     x = _as_points(points)
     y = _as_labels(labels, x.shape[0])
@@ -264,7 +266,7 @@ def _grid_density(pts: np.ndarray, gx: np.ndarray, gy: np.ndarray,
     grid cell and the Scott bandwidth of the data on that axis.  The result is
     always finite and sums to 1.
     """
-    from scipy.stats import gaussian_kde
+    from scipy.stats import gaussian_kde  # lazy: start-up time
 
     mesh = np.vstack([gx.ravel(), gy.ravel()])
     dens = None
@@ -355,7 +357,7 @@ def paper_kde_overlap(points, labels, cls, *, grid: int = 200, pad: float = 1.0)
     number therefore grows with the grid and shrinks as the embedding's extent grows (it is
     not bounded by 1); :func:`kde_overlap` is our normalised version.
     """
-    from scipy.stats import gaussian_kde
+    from scipy.stats import gaussian_kde  # lazy: start-up time
 
     x = _as_points(points)
     y = _as_labels(labels, x.shape[0])
@@ -415,8 +417,8 @@ def distribution_metrics(points, labels, cls) -> dict:
 
 def _new_figure(figsize=(6.0, 5.0)):
     """A figure on the Agg canvas (no pyplot state, works without a screen)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
+    from matplotlib.figure import Figure  # lazy: start-up time
 
     fig = Figure(figsize=figsize, dpi=150)
     FigureCanvasAgg(fig)
@@ -424,8 +426,6 @@ def _new_figure(figsize=(6.0, 5.0)):
 
 
 def _save_atomic(fig, stem) -> None:
-    from ..store.checkpoint import save_figure
-
     save_figure(fig, stem, bbox_inches="tight")
 
 
@@ -451,7 +451,7 @@ def plot_tsne(stem, points, labels, forget_cls, *,
     lists every class when there are at most 10 others, otherwise just
     "forget" vs "other classes".  Saves ``<stem>.png`` and ``<stem>.pdf``.
     """
-    import seaborn as sns
+    import seaborn as sns  # lazy: start-up time
 
     x = _as_points(points)
     if x.shape[1] != 2:
@@ -514,7 +514,7 @@ def plot_overlap(stem, result: OverlapResult, *, title: str = "") -> None:
         if top > 0 and float(dens.min()) < top:
             levels = top * np.array([0.1, 0.3, 0.6, 0.9])
             ax.contour(xs, ys, dens, levels=levels, colors=colour, linewidths=0.8)
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # lazy: start-up time
     ax.legend(handles=[Line2D([], [], color="#d62728", label="forget class"),
                        Line2D([], [], color="#4c72b0", label="other classes")],
               loc="upper right", fontsize=7)

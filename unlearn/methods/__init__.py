@@ -18,11 +18,13 @@ line (at registration, and again when a tuner uses one, possibly overridden).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from dataclasses import dataclass
 from typing import Callable
 
+import config
 from ..core.errors import UsageError
 from .base import Context, random_other_labels, relabel_union, train_ce  # noqa: F401
 
@@ -203,8 +205,6 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
 
 def _declaring(fn, name: str):
     """``fn`` that first tells ``ctx`` which options it declared (so ``ctx.opt`` knows types and defaults)."""
-    import functools
-
     @functools.wraps(fn)
     def run(ctx, para1, para2):
         if ctx.declared is None:
@@ -299,8 +299,6 @@ def pretrain_l1(name: str, dataset: str) -> float:
     ``_our`` variants of some methods start from an L1-sparse model (``our_pretrain_l1``);
     ``config.OUR_PRETRAIN_L1`` can set another weight for a dataset.
     """
-    import config
-
     spec, our = get_method(name)
     if not our:
         return 0.0

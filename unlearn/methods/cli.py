@@ -6,9 +6,9 @@ import argparse
 import json
 
 from ..core.cli import base_parser, finite_float, nonneg_float, nonneg_int, positive_float
-from .entries import forget_extras, replay_config
 from ..core.errors import UsageError
 from . import get_method, list_methods
+from .entries import forget_extras, replay_config
 from .our2024 import ReplayConfig
 
 

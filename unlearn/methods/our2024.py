@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.engine import ce_step, sgd, train_epochs
+from . import spec_options
 from .base import Context, train_ce
 
 
@@ -86,8 +87,6 @@ def run_our(spec, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=No
     region) so the mid point can be saved and evaluated. Returns
     ``(model, {"over_seconds", "replay_seconds"})``.
     """
-    from . import spec_options
-
     ctx.declared = spec_options(spec, True)
     ctx.over = True
     t0 = time.perf_counter()

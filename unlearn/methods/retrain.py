@@ -13,6 +13,8 @@ milestones but gamma 0.8 and a two-epoch warm-up, and re-initialises only the to
 modules that have ``reset_parameters``; here the pretraining recipe itself is used (as the
 issue defining the gold standard asks) and every layer of a fresh network is initialised.
 """
+from dataclasses import replace
+
 from ..core.recipe import TrainRecipe, fit, pretrain_recipe
 from . import option, register_method
 
@@ -20,8 +22,6 @@ from . import option, register_method
 def retrain_recipe(dataset: str, para1=0, para2=0, *, batch_size: int | None = None,
                    augment: bool | None = None) -> TrainRecipe:
     """The recipe ``retrain`` runs for ``dataset``: pretraining's, with para1 / para2 (when > 0) as lr / epochs."""
-    from dataclasses import replace
-
     recipe = pretrain_recipe(dataset)
     if para2:
         recipe = recipe.with_epochs(int(para2))

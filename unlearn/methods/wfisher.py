@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 
 from . import option, param, register_method
 
@@ -78,8 +79,6 @@ def per_sample_grads(model, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> t
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     try:
-        from torch.func import functional_call, grad, vmap
-
         def one(p, xi, yi):
             return loss_fn(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
 

@@ -21,15 +21,18 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 import config
-from .batch import save_run_log
-from ..store.checkpoint import read_ok_results
 from ..methods.entries import entry_settings
+from ..store.checkpoint import read_ok_results
 from ..store.identity import attack_extras, distribution_identity, is_fresh
 from ..store.setting import Setting, fmt_para
+from .batch import save_run_log
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {"pretrain": "pretrain_model_{d}.py", "forget": "forget_full_class_main_{d}.py",
@@ -94,8 +97,6 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
     per seed one job that computes their relearning curves before the attacks.
     ``force`` makes the distribution stage recompute runs it would otherwise reuse.
     """
-    from dataclasses import replace
-
     py = sys.executable
     ds = base.dataset
     jobs: list[Job] = []
@@ -200,8 +201,6 @@ def visible_gpus() -> list[str]:
     """
     preset = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        import torch
-
         n = torch.cuda.device_count()
     except Exception:
         n = 0
@@ -295,8 +294,6 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     whose 15-sample steps run fastest on one thread); in batch mode each group runs as one
     process per core, so two small runs share the cores better than one run on two threads.
     """
-    from tqdm.auto import tqdm
-
     status: dict[str, tuple[int, str]] = {}
     pending = pending_jobs(jobs, force)
     for j in jobs:

@@ -41,8 +41,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+import config
 from ..core.cli import nonneg_int, positive_float, positive_int
 from ..core.errors import UsageError
+from ..store.checkpoint import atomic_write_json
+from .batch import save_run_log
+from .runner import ROOT, job_env, judge, last_line, pending_jobs
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 # sbatch options set here or by submitit; --slurm_extra may not override them
@@ -93,8 +99,6 @@ class ClusterOptions:
 
 def cluster_options(args, setting) -> ClusterOptions:
     """The flags of :func:`add_slurm_args` over ``config.SLURM[dataset]``; bad values raise UsageError."""
-    import config
-
     d = config.SLURM.get(setting.dataset, {})
     extra = {}
     for item in args.slurm_extra:
@@ -177,14 +181,12 @@ def thread_flags(job, opts: ClusterOptions) -> list[str]:
 
 def _setup() -> list[str]:
     """Shell lines before the job: the repository on PYTHONPATH, so the job can import this module."""
-    from .runner import ROOT
-
     return [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def slurm_parameters(opts: ClusterOptions, array: Array, dependency: str | None) -> dict:
     """SlurmExecutor parameters of one array (what ``sbatch`` gets)."""
-    from submitit.slurm.slurm import _convert_mem
+    from submitit.slurm.slurm import _convert_mem  # lazy: start-up time
 
     extra = dict(opts.extra)
     if dependency:
@@ -207,7 +209,7 @@ def dependency_of(array: Array, array_ids: dict[int, str]) -> str | None:
 
 def sbatch_text(opts: ClusterOptions, array: Array, dependency: str | None) -> str:
     """The sbatch script submitit writes for ``array`` (without submitting anything)."""
-    from submitit.slurm.slurm import _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string  # lazy: start-up time
 
     n = len(array.jobs)
     return _make_sbatch_string(command="<python -m submitit.core._submit>", folder=str(opts.folder / "%j"),
@@ -255,7 +257,7 @@ class RunSpec:
 
 
 def _ended_ok(result_pickle: str) -> bool:
-    from submitit.core.utils import pickle_load
+    from submitit.core.utils import pickle_load  # lazy: start-up time
 
     try:
         outcome, value = pickle_load(Path(result_pickle))
@@ -270,9 +272,6 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
     Its output goes both to submitit's log (live) and, at the end, to the run folder
     (``unlearn.pipeline.batch.save_run_log``), also when a timeout or preemption stops it.
     """
-    from .batch import save_run_log
-    from .runner import ROOT, job_env, judge, last_line
-
     job = spec.job
     unmet = [name for name, result in spec.needs if not _ended_ok(result)]
     if unmet:
@@ -313,7 +312,7 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
 
 
 def make_executor(opts: ClusterOptions):
-    import submitit
+    import submitit  # lazy: start-up time
 
     if opts.cluster == "slurm":
         return submitit.SlurmExecutor(folder=opts.folder / "%j")
@@ -330,14 +329,12 @@ def _ledger(opts: ClusterOptions) -> dict:
 
 
 def _record(opts: ClusterOptions, entries: dict):
-    from ..store.checkpoint import atomic_write_json
-
     atomic_write_json(opts.folder / LEDGER, {**_ledger(opts), **entries})
 
 
 def adopt(todo: list, opts: ClusterOptions) -> dict:
     """{run name: SlurmJob} of the runs an earlier ``run.py`` submitted with the same command, still in flight."""
-    from submitit import SlurmJob
+    from submitit import SlurmJob  # lazy: start-up time
 
     ledger = _ledger(opts)
     known = {j.name: SlurmJob(folder=opts.folder / "%j", job_id=ledger[j.name]["job_id"]) for j in todo
@@ -399,10 +396,6 @@ def submit_graph(executor, opts: ClusterOptions, arrays: list[Array], results: d
 def run_jobs_slurm(jobs: list, opts: ClusterOptions, *, force: bool = False, dry_run: bool = False,
                    progress: bool = True) -> dict[str, tuple[int, str]]:
     """Submit the pending runs and wait for them; returns {name: (exit code, last line)} like ``run_jobs``."""
-    from tqdm.auto import tqdm
-
-    from .runner import pending_jobs
-
     todo = pending_jobs(jobs, force)
     status = {j.name: (0, "already done") for j in jobs if j not in todo}
     running = adopt(todo, opts) if opts.cluster == "slurm" else {}

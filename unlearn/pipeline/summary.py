@@ -18,11 +18,14 @@ import csv
 import io
 import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from ..methods.entries import entry_settings
 from ..store.checkpoint import atomic_write_text, read_ok_results, save_figure
+from ..store.identity import attack_extras
 from ..store.setting import Setting, fmt_para
 
 LEVEL_KEYS = {"out": "output", "feat": "feature"}
@@ -159,17 +162,12 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
 
 def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: str = "") -> dict:
     """Folder-name extras of a method-list entry ``(method, para1, para2[, options])`` as run.py runs it."""
-    from ..methods.entries import entry_settings
-    from ..store.identity import attack_extras
-
     extras = entry_settings(entry[0], entry[3] if len(entry) > 3 else None, weight_path=weight_path)[2]
     return {**extras, **attack_extras(dataset, attack or {})}
 
 
 def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> list[dict]:
     """Rows of mean/std over seeds; ``time_pct`` against the retrain row of the same seed."""
-    from dataclasses import replace
-
     ex = lambda m: run_extras(m, weight_path=weight_path, attack=attack, dataset=base.dataset)  # noqa: E731
     retrain = next((m for m in methods if m[0] == "retrain"), None)
     rows = []
@@ -192,8 +190,6 @@ def null_row(base: Setting, methods, seeds, *, weight_path=None, attack: dict | 
     """The reference population against itself, from the first attack results.json of each seed:
     index and two-sided AUC / balanced accuracy of each reference against the others, and the
     OOD game played by each reference (values pooled over seeds: mean +- sd)."""
-    from dataclasses import replace
-
     vals: dict[str, list] = {k: [] for k in ("rea_index_out", "rea_auc2_out", "rea_bacc_out", "rea_index_feat",
                                              "rea_auc2_feat", "rea_bacc_feat", "rea_auc_ood")}
     bands: dict[str, list] = {"out": [], "feat": []}
@@ -285,10 +281,10 @@ def to_csv(rows) -> str:
 def plot_comparison(stem: Path, rows, null: dict | None = None):
     """Each method beside its ``_our`` variant: the reminiscence index with its interval at
     the output and the feature level against the references' null band, and D_t."""
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: start-up time
 
     by = {r["method"]: r for r in rows}
     pairs = [(m, m + "_our") for m in by if m + "_our" in by]

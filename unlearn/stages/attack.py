@@ -27,6 +27,7 @@ pool of the first ``num_ood_dataset`` OOD classes gives the OOD candidate sets
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,17 +35,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import config
+from datasets.splits import concat
+from ..core.cli import device_arg, nonneg_int, positive_float, positive_int
+from ..core.engine import resolve_device
+from ..core.errors import UsageError
+from ..core.runinfo import environment
 from ..evaluation.rea import stats as S
 from ..evaluation.rea import reference as ref
 from ..evaluation.rea import verdict as V
-from ..store.checkpoint import atomic_write_json, atomic_write_text
-from ..core.cli import nonneg_int, positive_float, positive_int
-from ..store.identity import file_sha256, run_identity
-from ..core.engine import resolve_device
-from ..core.errors import UsageError
-from ..store.runs import finished_retrain_runs
 from ..evaluation.rea.relearn import relearn_curve, relearn_curves, reset_forget_row, run_curves  # noqa: F401  (public API)
-from ..core.runinfo import environment
+from ..methods import resolve_paras
+from ..methods.cli import extras_from_args, parser as forget_parser
+from ..store.checkpoint import atomic_write_json, atomic_write_text
+from ..store.identity import attack_extras, file_sha256, run_identity
+from ..store.runs import finished_retrain_runs
 from ..store.setting import Setting, fmt_para
 
 LEVELS = ("output", "feature")
@@ -103,8 +108,6 @@ class Relearner:
     sets and step plans (drawn from the setting's seed), the attack configuration."""
 
     def __init__(self, setting: Setting, cfg: AttackConfig, device, *, progress: bool):
-        from datasets.splits import concat
-
         self.setting, self.cfg, self.device, self.progress = setting, cfg, device, progress
         self.model = setting.new_model(device)
         data = setting.load_data(device)
@@ -338,8 +341,6 @@ def reference_curves(setting: Setting, *, cfg: AttackConfig, device="auto", prog
 
 
 def parser(dataset_default: str):
-    from ..methods.cli import parser as forget_parser
-
     p = forget_parser(dataset_default)
     p.description = "Reminiscence Attack on the model the forget script wrote for the same -method --para1 --para2."
     for a in p._actions:  # -method is not needed with --refs-only
@@ -363,10 +364,6 @@ def parser(dataset_default: str):
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):
-    import config
-    from ..core.cli import device_arg
-    from ..methods import resolve_paras
-
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
     given = {k: getattr(args, k) for k in AttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
@@ -380,10 +377,6 @@ def main(argv=None, dataset_default: str = "Cifar20"):
         return 0
     if args.method is None:
         raise UsageError("-method is required (or pass --refs-only)")
-    import sys
-
-    from ..methods.cli import extras_from_args
-    from ..store.identity import attack_extras
 
     para1, para2 = resolve_paras(args.method, args.para1, args.para2)
     _, f_extras = extras_from_args(args)

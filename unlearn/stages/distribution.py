@@ -9,19 +9,23 @@ plane and in the original feature space (where t-SNE distortions do not enter).
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 
 import numpy as np
+import torch
 
 import config
-from ..evaluation import distribution as D
-from ..store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from ..core.cli import base_parser, device_arg, finite_float, nonneg_int, positive_int
 from ..core.engine import predict, resolve_device, seed_everything
 from ..core.errors import UsageError
-from ..store.identity import distribution_identity, is_fresh, run_identity
 from ..core.runinfo import environment
+from ..evaluation import distribution as D
+from ..methods import get_method, resolve_paras
+from ..methods.entries import entry_settings
+from ..store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
+from ..store.identity import distribution_identity, is_fresh, run_identity
 from ..store.setting import Setting, fmt_para
 
 
@@ -47,8 +51,6 @@ def parser(dataset_default: str = "Cifar20"):
 
 def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
     """Run folder names under ``unlearning/`` and ``visualization/``."""
-    from ..methods import get_method, resolve_paras
-
     if args.run_dirs:
         return list(args.run_dirs)
     if args.method:
@@ -63,7 +65,6 @@ def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
             get_method(parts[0])
             out.append(setting.run_name(parts[0], *parts[1:]))
         return out
-    from ..methods.entries import entry_settings
 
     return [setting.run_name(m, *resolve_paras(m, a, b), entry_settings(m, o[0] if o else None)[2])
             for m, a, b, *o in config.MU_METHOD_LIST[setting.dataset]]
@@ -75,8 +76,6 @@ def run_dir(setting: Setting, stage: str, name: str):
 
 def missing_model_message(setting: Setting, run: str, path) -> str:
     """One line naming the forget command that makes the missing model (read off the run's folder name)."""
-    import re
-
     m = re.match(r"^([^-]+)-(-?[^-]+)-(-?[^-]+)", run)
     what = f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m else f"-method ... (run {run})"
     return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
@@ -138,8 +137,6 @@ def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int
 
 
 def torch_index(idx, device):
-    import torch
-
     return torch.as_tensor(idx, dtype=torch.long, device=device)
 
 

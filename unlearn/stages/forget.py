@@ -6,21 +6,22 @@ last, ``results.json`` with every metric, the resolved config and the status.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
-from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
 from ..core.cli import device_arg
 from ..core.engine import resolve_device, seed_everything
-from ..methods.entries import forget_extras, replay_config  # noqa: F401  (tests reach them as forget.*)
 from ..core.errors import Diverged, UsageError
-from ..methods.cli import extras_from_args, parse_options, parser
-from ..store.identity import run_identity
-from ..methods.run import run_method
-from ..methods import Context, check_options, check_paras, get_method, pretrain_l1, resolve_paras
-from ..evaluation.metrics import evaluate_unlearning
-from ..methods.our2024 import ReplayConfig
 from ..core.runinfo import environment
+from ..evaluation.metrics import evaluate_unlearning
+from ..methods import Context, check_options, check_paras, get_method, pretrain_l1, resolve_paras
+from ..methods.cli import extras_from_args, parse_options, parser
+from ..methods.entries import forget_extras, replay_config  # noqa: F401  (tests reach them as forget.*)
+from ..methods.our2024 import ReplayConfig
+from ..methods.run import run_method
+from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from ..store.identity import run_identity
 from ..store.runs import retrain_seconds
 from ..store.setting import Setting, fmt_para
 
@@ -100,8 +101,6 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):
-    import sys
-
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
     replay, extras = extras_from_args(args)

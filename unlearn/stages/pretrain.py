@@ -10,16 +10,18 @@ epoch by in-distribution test accuracy; ties go to the later epoch (:func:`bette
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import replace
 
 import config
-from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
 from ..core.cli import base_parser, device_arg, nonneg_float, positive_float, positive_int
 from ..core.engine import accuracy, resolve_device, seed_everything
 from ..core.errors import Diverged
 from ..core.recipe import fit, pretrain_recipe, warmup_multistep  # noqa: F401  (warmup_multistep: moved there)
 from ..core.runinfo import environment
+from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
+from ..store.identity import run_identity
 from ..store.setting import Setting
 
 
@@ -113,10 +115,6 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):
-    import sys
-
-    from ..store.identity import run_identity
-
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
     cfg = config.dataset_config(setting.dataset)

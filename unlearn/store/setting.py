@@ -9,6 +9,7 @@ Layout (as the paper's code, under ``log_files/``)::
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +18,9 @@ import config
 from datasets import canonical_dataset_name, get_dataset
 from datasets.splits import ClassSplit, SplitData, make_split_data
 from models import canonical_model_name, get_model
-from .checkpoint import load_checkpoint, load_into
 from ..core.engine import perturb_init
 from ..core.errors import UsageError
+from .checkpoint import load_checkpoint, load_into
 from .identity import settings_suffix
 
 
@@ -138,7 +139,5 @@ def run_cli(main):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except BrokenPipeError:
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0

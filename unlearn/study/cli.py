@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import config
-from ..store.checkpoint import atomic_write_json, atomic_write_text
 from ..core.cli import Parser, positive_int
 from ..core.errors import UsageError
-from .plan import DATASETS, PLANS, collect, run_entries, setting, timed, tradeoff_entries
+from ..store.checkpoint import atomic_write_json, atomic_write_text
+from ..store.setting import canonical_dataset_name
+from .plan import DATASETS, PLANS, collect, grid_entries, run_entries, setting, timed, tradeoff_entries
 from .report import (claim1_table, claim2_table, claim3_table, plot_indices, plot_tradeoff, tradeoff_table,
                      verdict_table, verdicts)
 
@@ -38,23 +40,17 @@ def parser():
 
 
 def _plan(name: str, seeds):
-    from ..store.setting import canonical_dataset_name
-
     ds = canonical_dataset_name(name)
     if ds not in PLANS:
         raise UsageError(f"the study has no plan for {ds}; choose from {', '.join(PLANS)}")
     plan = PLANS[ds]
     if seeds:
-        from dataclasses import replace
-
         plan = replace(plan, seeds=tuple(seeds), tradeoff_seeds=tuple(seeds))
     return plan
 
 
 def run(plan, base, *, parts, jobs: int, dry_run: bool, progress: bool) -> dict:
     """Run the plan's parts; {part: (seconds, runs that ran, runs that failed)}."""
-    from .plan import grid_entries
-
     out = {}
     todo = {"grid": (grid_entries(plan.dataset, plan.methods), plan.seeds,
                      ["pretrain", "forget", "attack", "distribution"]),

@@ -19,8 +19,12 @@ from pathlib import Path
 import numpy as np
 
 import config
+from ..evaluation.distribution import paper_kde_overlap
+from ..methods import get_method, pretrain_l1, resolve_paras
+from ..methods.entries import normalise_entry
 from ..pipeline import summary as SM
-from ..methods import get_method, resolve_paras
+from ..pipeline.runner import build_jobs, run_jobs
+from ..store.checkpoint import read_ok_results
 from ..store.setting import Setting
 
 DATASETS = ("Digits", "FashionMNIST")
@@ -68,8 +72,6 @@ def setting(dataset: str, log_root: str | Path) -> Setting:
 def grid_entries(dataset: str, methods=None) -> list[tuple]:
     """The method list as run.py runs it (``(method, para1, para2, options)``, defaults resolved);
     ``methods``: keep only these (baseline and retrain are always kept: every verdict needs them)."""
-    from ..methods.entries import normalise_entry
-
     keep = None if methods is None else {"baseline", "retrain", *methods}
     return [normalise_entry(e) for e in config.MU_METHOD_LIST[dataset] if keep is None or e[0] in keep]
 
@@ -113,9 +115,6 @@ def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run
     The job graph is run.py's (:func:`unlearn.pipeline.runner.build_jobs`) with the same arguments, so
     a run finished by ``python run.py`` with the same settings is reused and vice versa.
     """
-    from ..methods import pretrain_l1
-    from ..pipeline.runner import build_jobs, run_jobs
-
     entries = [tuple(e[:4]) for e in entries]
     have = {e[0] for e in entries}
     needed = [e for e in grid_entries(base.dataset) if e[0] in ("baseline", "retrain") and e[0] not in have]
@@ -130,8 +129,6 @@ def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run
 
 def _bands(s: Setting, entry, attack: dict | None) -> dict:
     """The index null bands (output and feature level) of one attack run, at the summary's lr."""
-    from ..store.checkpoint import read_ok_results
-
     ex = SM.run_extras(entry, attack=attack, dataset=s.dataset)
     res = read_ok_results(SM.run_dir(s, "mia_mu_attack", *entry[:3], ex) / "results.json")
     out = {}
@@ -144,9 +141,6 @@ def _bands(s: Setting, entry, attack: dict | None) -> dict:
 
 def _paper_overlap(s: Setting, entry) -> float:
     """The paper's raw KDE overlap, recomputed from the distribution stage's saved t-SNE points."""
-    from ..store.checkpoint import read_ok_results
-    from ..evaluation.distribution import paper_kde_overlap
-
     folder = SM.run_dir(s, "visualization", *entry[:3], SM.run_extras(entry, dataset=s.dataset))
     res, pts = read_ok_results(folder / "results.json"), folder / "tsne_points.npy"
     if not res or not pts.is_file():
@@ -173,7 +167,7 @@ def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_over
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, lower, upper, n) of the finite values: a Student-t interval over seeds (NaN bounds for n < 2)."""
-    from scipy import stats
+    from scipy import stats  # lazy: start-up time
 
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size == 0:

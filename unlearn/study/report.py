@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from ..methods import get_method
+from ..store.checkpoint import save_figure
 from .plan import mean_ci
 
 RESIDUAL = "residual"
@@ -224,10 +225,8 @@ def plot_tradeoff(stem, data: dict) -> list[str]:
     """Residual index (feature level) against d_t, one panel per method: colour = over-unlearning
     strength, marker = replay length; grey = retrain null band; star = pretrained model; cross =
     retrain; error bars = 95% intervals over seeds (per-run bootstrap interval with one seed)."""
-    from matplotlib import cm
-    from matplotlib.figure import Figure
-
-    from ..store.checkpoint import save_figure
+    from matplotlib import cm  # lazy: start-up time
+    from matplotlib.figure import Figure  # lazy: start-up time
 
     sweep, g = data["tradeoff"], data["grid"]
     methods = list(dict.fromkeys(m for m, *_ in sweep))
@@ -270,11 +269,9 @@ def plot_tradeoff(stem, data: dict) -> list[str]:
 def plot_indices(stem, data: dict) -> list[str]:
     """Claims 1 and 2 at a glance: each plain method's index and its ``_our`` variant's (mean and
     95% interval over seeds), output and feature level, against the retrain null band."""
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-
-    from ..store.checkpoint import save_figure
+    from matplotlib.figure import Figure  # lazy: start-up time
+    from matplotlib.lines import Line2D  # lazy: start-up time
+    from matplotlib.patches import Patch  # lazy: start-up time
 
     g = data["grid"]
     pairs = our_pairs(g) + ([("retrain", "OUR")] if "OUR" in g else [])

@@ -2,16 +2,19 @@
 it shares with ``run.py --tune``."""
 from __future__ import annotations
 
+import argparse
+
+import config
+from ..core.cli import base_parser, nonneg_int, positive_float, positive_int
 from ..core.errors import UsageError
-from ..methods import get_method
+from ..methods import get_method, list_methods
+from ..pipeline.slurm import add_slurm_args, cluster_options
 from ..store.setting import Setting
 from .search import NOT_TUNED, normal_entry, parse_space, tune
 
 
 def add_tune_args(p, *, trials_default: int = 20):
     """The tuning flags shared by ``run.py --tune`` and ``tune_method.py``."""
-    from ..core.cli import nonneg_int, positive_float, positive_int
-
     g = p.add_argument_group("tuning (run.py --tune, tune_method.py)")
     g.add_argument("--tune_trials", "--tune-trials", type=positive_int, default=trials_default,
                    help="finished (complete or pruned) trials per method and seed; a resumed study runs the rest")
@@ -25,8 +28,6 @@ def add_tune_args(p, *, trials_default: int = 20):
 
 def spaces_epilog() -> str:
     """Every method's declared search space (and its _our variant's), for ``--help``."""
-    from ..methods import list_methods
-
     lines = ["search spaces (run.py --tune; para1/para2 as forget_full_class_main_cifar20.py --help explains):"]
     for name in list_methods(include_our=False):
         spec, _ = get_method(name)
@@ -36,11 +37,6 @@ def spaces_epilog() -> str:
 
 
 def parser():
-    import argparse
-
-    from ..core.cli import base_parser, positive_int
-    from ..pipeline.slurm import add_slurm_args
-
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         """Defaults in the help and the spaces kept as written."""
 
@@ -64,8 +60,6 @@ def parser():
 
 
 def main(argv=None) -> int:
-    import config
-
     args = parser().parse_args(argv)
     setting = Setting.from_args(args)
     get_method(args.method)  # unknown names fail first
@@ -78,8 +72,6 @@ def main(argv=None) -> int:
         raise UsageError(f"{args.method} declares no search space; give one with --space NAME=LOW:HIGH")
     cluster = None
     if args.executor != "local":
-        from ..pipeline.slurm import cluster_options
-
         cluster = cluster_options(args, setting)
     extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
     retrain = listed.get("retrain", ("retrain", None, None))

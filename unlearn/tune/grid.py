@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 from ..core.errors import UsageError
-from ..methods import check_options, get_method
+from ..methods import check_options, declared_options, get_method
+from ..methods.entries import replay_config
+from ..store.identity import unchanged
 from ..store.setting import Setting
 from .search import NOT_TUNED, entry_text, normal_entry, study_folder
 
@@ -22,8 +24,6 @@ def tuned_entries(setting: Setting, entries, *, weight_path=None) -> list[tuple[
     A tuned entry carries ``tuned_from`` (the study) among its options; the forget stage records it
     in results.json. A tuned setting equal to the default leaves the entry as it is.
     """
-    from ..store.identity import unchanged
-
     out = []
     for entry in entries:
         method = entry[0]
@@ -61,9 +61,6 @@ def _read(path: Path) -> dict | None:
 
 def _defaults(method: str) -> dict:
     """The value every option and replay setting of ``method`` takes when not given."""
-    from ..methods.entries import replay_config
-    from ..methods import declared_options
-
     spec, our = get_method(method)
     out = {k: o.default for k, o in declared_options(method).items() if o.default is not None}
     if our:

@@ -35,18 +35,30 @@ first seed when the checkpoint it was tuned on is unchanged (:func:`unlearn.tune
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..store.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+import torch
+
+from ..core.engine import accuracy, resolve_device, seed_everything
 from ..core.errors import Diverged, UsageError
-from ..methods import (Param, check_options, check_paras, check_space, get_method, pretrain_l1, resolve_paras,
+from ..methods import (Context, Param, check_options, check_paras, check_space, get_method, pretrain_l1, resolve_paras,
                        search_space)
+from ..methods.entries import entry_replay, entry_settings
+from ..methods.run import run_method
+from ..pipeline.runner import ROOT, build_jobs, job_env, run_jobs
+from ..pipeline.slurm import Array, make_executor, run_jobs_slurm, sbatch_text, slurm_parameters
+from ..store.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..store.identity import file_sha256, fingerprint
+from ..store.runs import finished_retrain_runs
 from ..store.setting import Setting, fmt_para
 
 TARGET_DF = 10.0  # the acceptance target: d_f <= 10 ...
@@ -73,8 +85,6 @@ def study_folder(setting: Setting, method: str, weight_path=None) -> Path:
 
 
 def _file_sha(path) -> str:
-    from ..store.identity import file_sha256
-
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"checkpoint {p} not found; pass an existing -weight_path")
@@ -206,8 +216,6 @@ class Evaluator:
     """Data and starting weights loaded once; runs a setting in memory as a forget run would, without files."""
 
     def __init__(self, setting: Setting, *, weight_path=None, device="auto"):
-        from ..core.engine import resolve_device
-
         self.setting = setting
         self.weight_path = weight_path
         self.device = resolve_device(device)
@@ -225,8 +233,6 @@ class Evaluator:
 
     def metrics(self, model) -> dict:
         """d_t, d_f and forget-test accuracy in percent (the forget stage's numbers, without the entropy MIA)."""
-        from ..core.engine import accuracy
-
         retain_test, forget_test, _ = self.data.sets(False)
         return {"d_t": 100 * accuracy(model, retain_test), "d_f": 100 * accuracy(model, self.data.forget_train),
                 "forget_test": 100 * accuracy(model, forget_test)}
@@ -238,11 +244,6 @@ class Evaluator:
 
     def run(self, entry, *, on_mid=None) -> tuple[dict, float]:
         """(metrics, seconds) of one method-list entry; raises Diverged like the forget stage."""
-        from ..core.engine import seed_everything
-        from ..methods.entries import entry_replay, entry_settings
-        from ..methods.run import run_method
-        from ..methods import Context
-
         method, p1, p2, opts = normal_entry(entry)
         spec, our = get_method(method)
         options, _, _ = entry_settings(method, opts)
@@ -265,8 +266,6 @@ class Evaluator:
 
 
 def _finite(model) -> bool:
-    import torch
-
     return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
 
 
@@ -277,7 +276,7 @@ def objective_value(metrics: dict, reference: dict, dt_weight: float) -> float:
 
 def make_objective(task: dict, evaluator: Evaluator):
     """The Optuna objective of one study (``task`` from :func:`plan_tasks`)."""
-    import optuna
+    import optuna  # lazy: start-up time
 
     space = [Param(**{**p, "choices": tuple(p["choices"])}) for p in task["space"]]
     entry = tuple(task["entry"])
@@ -316,7 +315,7 @@ def make_objective(task: dict, evaluator: Evaluator):
 
 def storage(path) -> object:
     """Optuna's SQLite storage at ``path``: several processes may share it; killed trials go stale."""
-    import optuna
+    import optuna  # lazy: start-up time
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(f"sqlite:///{Path(path).resolve()}",
@@ -325,10 +324,7 @@ def storage(path) -> object:
 
 
 def _quiet():
-    import logging
-    import warnings
-
-    import optuna
+    import optuna  # lazy: start-up time
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -349,7 +345,7 @@ def finished_trials(study) -> int:
 
 
 def open_study(task: dict, *, sampler_seed: int | None = None):
-    import optuna
+    import optuna  # lazy: start-up time
 
     _quiet()
     st = storage(task["storage"])
@@ -362,7 +358,7 @@ def open_study(task: dict, *, sampler_seed: int | None = None):
 
 def ensure_default(study, task: dict):
     """Enqueue the config.py setting as a trial unless one with it finished or waits."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # lazy: start-up time
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)):
         if t.user_attrs.get("default"):
@@ -377,9 +373,8 @@ def run_worker(spec: dict, evaluator: Evaluator | None = None) -> dict:
     (:func:`plan_tasks`). Loads the data and weights once (or uses ``evaluator``). Returns
     {study: trials finished here}.
     """
-    import torch
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
+    from optuna.study import MaxTrialsCallback  # lazy: start-up time
+    from optuna.trial import TrialState  # lazy: start-up time
 
     _quiet()
     if spec.get("threads"):
@@ -430,8 +425,6 @@ def _worker_main():
 
 def reference_metrics(setting: Setting) -> dict | None:
     """d_f and d_t of the newest finished retrain run of the setting and seed, and its folder."""
-    from ..store.runs import finished_retrain_runs
-
     runs = finished_retrain_runs(setting)
     if not runs:
         return None
@@ -443,8 +436,6 @@ def reference_metrics(setting: Setting) -> dict | None:
 def plan_tasks(setting: Setting, entries, *, budget: int, sampler_seed: int, dt_weight: float, baseline: dict,
                reference: dict, weight_path=None, spaces: dict | None = None) -> list[dict]:
     """One task (a study to run) per tunable entry, JSON-able for workers."""
-    from ..store.identity import fingerprint
-
     tasks = []
     for entry in entries:
         entry = normal_entry(entry)
@@ -559,15 +550,11 @@ def finish(task: dict, *, wall_seconds: float | None = None, plots: bool = True)
 
 def save_plots(study, folder: Path) -> list[str]:
     """Optuna's optimisation history and parameter importances (matplotlib), as PNGs beside the study."""
-    import io
-
-    import matplotlib
+    import matplotlib  # lazy: start-up time
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna.visualization.matplotlib as vis
-
-    import warnings
+    import matplotlib.pyplot as plt  # lazy: start-up time
+    import optuna.visualization.matplotlib as vis  # lazy: start-up time
 
     written = []
     for name, plot in (("history", vis.plot_optimization_history), ("importance", vis.plot_param_importances)):
@@ -610,8 +597,6 @@ def table(rows: list[dict]) -> str:
 def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_pretrain=()) -> list:
     """Pretraining (dense and L1-sparse, as the methods need) and the retrain run of each seed: the
     grid's own commands (``unlearn.pipeline.runner.build_jobs``), so the grid reuses them."""
-    from ..pipeline.runner import build_jobs
-
     retrain = next((e for e in entries if e[0] == "retrain"), ("retrain", *resolve_paras("retrain"), {}))
     tuned = [e for e in entries if e[0] not in NOT_TUNED]
     jobs = build_jobs(base, methods=[normal_entry(retrain), *map(normal_entry, tuned)], seeds=list(seeds),
@@ -647,8 +632,6 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
             print(f"# no search space (not tuned): {', '.join(skipped)}")
         _run_prerequisites(pre, cluster, dry_run=True, progress=progress)
         if cluster is not None and cluster.cluster == "slurm":
-            from ..pipeline.slurm import Array, sbatch_text
-
             text = sbatch_text(cluster, Array("tune", [None] * jobs, [], []), None)
             print(f"# tuning workers: one array of {jobs} job(s), after the runs above; sbatch options:")
             print("".join(f"#   {x}\n" for x in text.splitlines() if x.startswith("#SBATCH")), end="")
@@ -732,18 +715,13 @@ def _report(s: Setting, results, *, baseline, reference, wall, trials, jobs, ski
 def _run_prerequisites(jobs, cluster, *, dry_run=False, progress=True):
     """Run (or, dry, print) the prerequisite jobs here or through submitit; {name: (exit code, last line)}."""
     if cluster is not None:
-        from ..pipeline.slurm import run_jobs_slurm
-
         return run_jobs_slurm(jobs, cluster, dry_run=dry_run, progress=progress)
-    from ..pipeline.runner import run_jobs
 
     return run_jobs(jobs, n_jobs=1, dry_run=dry_run, progress=progress, batch=True)
 
 
 def _run_workers_local(spec: dict, n: int, folder: Path):
     """``n`` worker processes (``python -m unlearn.tune.search``) on the same studies; logs in ``worker{i}.log``."""
-    from ..pipeline.runner import ROOT, job_env
-
     folder.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(n):
@@ -764,8 +742,6 @@ def _run_workers_local(spec: dict, n: int, folder: Path):
 
 def _run_workers_submitit(spec: dict, n: int, cluster):
     """``n`` workers as submitit jobs (one array on SLURM), each running :func:`run_worker`."""
-    from ..pipeline.slurm import Array, make_executor, slurm_parameters
-
     ex = make_executor(cluster)
     threads = cluster.cpus_per_job if not cluster.gpus_per_job else None
     if cluster.cluster == "slurm":

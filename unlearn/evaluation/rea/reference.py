@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 import config
+from ...methods import pretrain_l1
 from ...store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from ...store.runs import finished_retrain_runs
 from ...store.setting import Setting
@@ -63,8 +64,6 @@ def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path
     pretrained model the method would start from (the L1-sparse one for methods that
     need it, :func:`unlearn.methods.pretrain_l1`), else the dense ``best.pth``.
     """
-    from ...methods import pretrain_l1
-
     if model_path is not None:
         r = read_ok_results(Path(model_path).parent / "results.json")
         wp = (r or {}).get("config", {}).get("weight_path")

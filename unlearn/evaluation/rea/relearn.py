@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 RESET_SEED = 20240  # the one fixed initialisation of the forget row shared by every model
@@ -78,8 +79,6 @@ def relearn_curves(model: torch.nn.Module, curves: list[tuple], retain, *, lr: f
     are per copy). On a GPU this replaces hundreds of tiny kernel launches per step by one
     batch of them; on a CPU it is no faster, so the attack uses it on GPUs only.
     """
-    from torch.func import functional_call, vmap
-
     k = len(curves)
     pnames = [n for n, _ in model.named_parameters()]
     bnames = [n for n, _ in model.named_buffers()]

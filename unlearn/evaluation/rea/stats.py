@@ -14,9 +14,12 @@ All functions are numpy in / numpy-or-plain-Python out; no torch needed.
 
 from __future__ import annotations
 
+import io
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from ...store.checkpoint import atomic_write_bytes
 
 DEFAULT_THRESHOLD = 0.9
 # Accuracies are ratios such as 27/30; allow a rounding hair so that a curve
@@ -214,16 +217,12 @@ def summarise_curves(curves, *, threshold: float = DEFAULT_THRESHOLD) -> dict:
 
 def _new_figure(figsize=(5.0, 3.6)):
     # Use the object-oriented API (no pyplot): no global state, no screen needed.
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: start-up time
 
     return Figure(figsize=figsize, layout="constrained")
 
 
 def _save_atomic(fig, stem, formats=("png", "pdf"), dpi: int = 150) -> list[str]:
-    import io
-
-    from ...store.checkpoint import atomic_write_bytes
-
     out = []
     for ext in formats:
         buf = io.BytesIO()
@@ -292,7 +291,7 @@ def plot_relearning_panels(stem, panels: dict, *, title: str = "", threshold: fl
     (optional, label -> :func:`roc_summary` dict) adds a last panel of ROC curves. One
     figure, because rendering dominates a small attack's time. Writes <stem>.<format> for
     each of ``formats`` atomically and returns their paths."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: start-up time
 
     if not panels:
         raise ValueError("panels is empty: give at least one level -> (groups, references)")

@@ -108,7 +108,7 @@ def band(values, level: float = BAND_LEVEL) -> dict:
     exclude much, and the band says so rather than flag retrain-like models. NaN entries
     are dropped; fewer than 2 values give no band.
     """
-    from scipy.stats import t as student_t
+    from scipy.stats import t as student_t  # lazy: start-up time
 
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size < 2:
