@@ -2,9 +2,9 @@
 
 Output: log_files/forget_full_class_main/{net}-{dataset}-{classes}/salun_masks/mask_{ratio}.pt
 """
-from unlearn.cli import base_parser, device_arg
+from unlearn.core.cli import base_parser, device_arg
 from unlearn.methods.salun import write_mask
-from unlearn.setting import Setting, run_cli
+from unlearn.store.setting import Setting, run_cli
 
 
 def main(argv=None, dataset_default: str = "Cifar20"):

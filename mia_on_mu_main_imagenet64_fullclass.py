@@ -1,6 +1,6 @@
 """Reminiscence Attack on an unlearned Imagenet64 model (`--dataset` selects another dataset)."""
-from unlearn.attack import main
-from unlearn.setting import run_cli
+from unlearn.stages.attack import main
+from unlearn.store.setting import run_cli
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(lambda: main(dataset_default="Imagenet64")))

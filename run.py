@@ -6,7 +6,7 @@ With no changes it runs the embedded default: everything on Digits, on the CPU, 
 """
 import sys
 
-from unlearn.setting import run_cli
+from unlearn.store.setting import run_cli
 
 # ---------------------------------------------------------------- parameters users edit
 net = None                 # None: the dataset's default in config.py (SmallCNN for Digits/FashionMNIST)

@@ -4,8 +4,8 @@
 
 `run.py --tune` does the same for every method of the list.
 """
-from unlearn.setting import run_cli
-from unlearn.tune_cli import main
+from unlearn.store.setting import run_cli
+from unlearn.tune.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))

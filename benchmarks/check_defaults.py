@@ -48,10 +48,11 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
     import torch
 
     torch.set_num_threads(threads)
-    from unlearn.forget import entry_replay, entry_settings, unlearn_run
     from unlearn.methods import list_methods, pretrain_l1, resolve_paras
-    from unlearn.pretrain import pretrain
-    from unlearn.setting import Setting
+    from unlearn.methods.entries import entry_replay, entry_settings
+    from unlearn.stages.forget import unlearn_run
+    from unlearn.stages.pretrain import pretrain
+    from unlearn.store.setting import Setting
 
     cfg = config.dataset_config(dataset)
     base = dict(net=cfg["net"], dataset=dataset, classes=cfg["classes"], forget_class=cfg["forget_class"],

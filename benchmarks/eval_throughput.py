@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import get_dataset  # noqa: E402
 from datasets.splits import ClassSplit, make_split_data  # noqa: E402
 from models import get_model  # noqa: E402
-from unlearn.engine import accuracy  # noqa: E402
+from unlearn.core.engine import accuracy  # noqa: E402
 
 
 class PILDataset(torch.utils.data.Dataset):

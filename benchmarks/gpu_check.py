@@ -52,7 +52,7 @@ def time_relearn_curves(device: str, steps: int = 75, batch: int = 32) -> tuple[
 
     from datasets.splits import TensorSet
     from models import get_model
-    from unlearn.attack import relearn_curve, relearn_curves
+    from unlearn.stages.attack import relearn_curve, relearn_curves
 
     model = get_model("ResNet18", 15).to(device)
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 
 @dataclass

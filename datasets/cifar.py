@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from datasets.base import RawDataset, register_dataset
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)

@@ -13,7 +13,7 @@ import torch
 
 from datasets.base import RawDataset, register_dataset
 from datasets.cifar import _check_options, _one_line
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = [

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from datasets.base import RawDataset, register_dataset
 from datasets.cifar import _check_options, _one_line, _str_keys
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

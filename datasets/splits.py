@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 from .base import RawDataset
 
 

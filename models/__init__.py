@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unlearn.setting import run_cli  # noqa: E402
+from unlearn.store.setting import run_cli  # noqa: E402
 
 if __name__ == "__main__":
-    from unlearn.study_cli import main
+    from unlearn.study.cli import main
 
     sys.exit(run_cli(lambda: main(sys.argv[1:])))

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids oversubscription
 
-from unlearn.setting import Setting  # noqa: E402
+from unlearn.store.setting import Setting  # noqa: E402
 
 import config  # noqa: E402
 
@@ -32,7 +32,7 @@ def digits(log_root):
 @pytest.fixture(scope="session")
 def pretrained(digits):
     """Pretrain once per session; returns the results dict."""
-    from unlearn.pretrain import pretrain
+    from unlearn.stages.pretrain import pretrain
 
     cfg = config.dataset_config("Digits")
     return pretrain(digits, lr=cfg["lr"], epochs=PRETRAIN_EPOCHS, batch_size=cfg["batch_size"], l1=0.0, device="cpu",
@@ -43,7 +43,7 @@ def pretrained(digits):
 def pretrained_sparse(digits):
     """The L1-sparse pretrained model some ``_our`` variants start from."""
     from unlearn.methods import list_methods, pretrain_l1
-    from unlearn.pretrain import pretrain
+    from unlearn.stages.pretrain import pretrain
 
     l1s = {pretrain_l1(m, "Digits") for m in list_methods()} - {0.0}
     cfg = config.dataset_config("Digits")

@@ -10,11 +10,11 @@ import torch
 
 import config
 from conftest import ROOT, run_script
-from unlearn import reference as ref
-from unlearn.attack import AttackConfig, Relearner, reference_curves, reminiscence_attack, relearn_curve, relearn_curves
-from unlearn.forget import unlearn_run
+from unlearn.evaluation.rea import reference as ref
+from unlearn.stages.attack import AttackConfig, Relearner, reference_curves, reminiscence_attack, relearn_curve, relearn_curves
+from unlearn.stages.forget import unlearn_run
 from unlearn.methods import resolve_paras
-from unlearn.relearn import classifier_keys, reset_forget_row
+from unlearn.evaluation.rea.relearn import classifier_keys, reset_forget_row
 
 pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
 
@@ -97,7 +97,7 @@ def test_reference_curves_computed_once(attacked):
 
 def test_each_candidate_used_once_per_curve(digits, pretrained):
     """20 candidates, 20 steps: the plan holds every candidate exactly once (the paper's protocol)."""
-    from unlearn.relearn import step_plan
+    from unlearn.evaluation.rea.relearn import step_plan
 
     rl = Relearner(digits, AttackConfig(**CFG), torch.device("cpu"), progress=False)
     x, y = rl.sets["member"][0]
@@ -137,7 +137,7 @@ def test_corrupt_reference_cache_is_recomputed(digits, attacked, damage):
 
 def test_a_changed_reference_file_changes_the_key(digits, attacked, tmp_path):
     """Curves are keyed by the checkpoint's bytes: a retrained reference is never served stale curves."""
-    from unlearn.checkpoint import save_checkpoint
+    from unlearn.store.checkpoint import save_checkpoint
 
     cfg = AttackConfig(**{**CFG, "trials": 2, "steps": 3})
     rl = Relearner(digits, cfg, torch.device("cpu"), progress=False)

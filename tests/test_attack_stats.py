@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from unlearn.attack_stats import (
+from unlearn.evaluation.rea.stats import (
     curve_area,
     membership_score,
     plot_relearning_curves,
@@ -246,7 +246,7 @@ def test_plots_reject_empty(tmp_path):
 
 from scipy.stats import t as student_t  # noqa: E402
 
-from unlearn import verdict as V  # noqa: E402
+from unlearn.evaluation.rea import verdict as V  # noqa: E402
 
 
 def _population(rng, mean, *, models, trials=12, between=0.0, within=0.05):

@@ -11,7 +11,7 @@ import torch
 
 import datasets
 from datasets import fashion, get_dataset
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 # ----------------------------------------------------------------------------- CIFAR-100
 

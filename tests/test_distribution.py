@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from unlearn.distribution import (
+from unlearn.evaluation.distribution import (
     OverlapResult,
     distribution_metrics,
     forget_silhouette,

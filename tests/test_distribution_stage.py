@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script
-from unlearn.forget import unlearn_run
+from unlearn.stages.forget import unlearn_run
 
 pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
 

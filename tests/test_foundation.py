@@ -8,8 +8,8 @@ from conftest import PRETRAIN_EPOCHS, run_script
 from datasets import get_dataset
 from datasets.splits import ClassSplit, augment_batch, make_split_data
 from models import get_model
-from unlearn.checkpoint import load_checkpoint, save_checkpoint
-from unlearn.errors import UsageError
+from unlearn.store.checkpoint import load_checkpoint, save_checkpoint
+from unlearn.core.errors import UsageError
 
 
 def test_split_sizes_and_reindexing():
@@ -64,7 +64,7 @@ def test_pretrain_digits_accuracy(pretrained, digits):
 def test_same_seed_same_weights(digits, tmp_path):
     from dataclasses import replace
 
-    from unlearn.pretrain import pretrain
+    from unlearn.stages.pretrain import pretrain
 
     states = []
     for k in range(2):
@@ -92,7 +92,7 @@ def test_checkpoint_mismatch_and_corruption(tmp_path, digits, pretrained):
 
 def test_checkpoint_of_another_layout_with_same_shapes_is_rejected(tmp_path):
     """A stride-1-stem SmallCNN has exactly the tensors of the stride-2 one FashionMNIST builds."""
-    from unlearn.setting import Setting
+    from unlearn.store.setting import Setting
 
     setting = Setting(net="SmallCNN", dataset="FashionMNIST", classes=10, forget_class=4, ood_classes=[8, 9])
     other = get_model("SmallCNN", 8, in_channels=1, image_size=28, stem_stride=1)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from unlearn import runner
-from unlearn.checkpoint import atomic_write_bytes, atomic_write_text
+from unlearn.pipeline import runner
+from unlearn.store.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearn.launcher import main as launch
 from unlearn.launcher import normalise_entry, stages_for
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 FORGET = "forget_full_class_main_cifar20.py"
 PRETRAIN = "pretrain_model_cifar20.py"
@@ -44,7 +44,7 @@ def test_force_reports_failures_in_shared_process_mode(digits, pretrained, tmp_p
 
 # 2. a rerun that fails after it started writing leaves the folder incomplete
 def test_failed_rerun_over_finished_folder_invalidates_it(digits, pretrained, monkeypatch):
-    from unlearn import forget
+    from unlearn.stages import forget
 
     res = forget.unlearn_run(digits, method="finetune_our", para1=0.05, para2=1, device="cpu", progress=False)
     folder = digits.stage_dir("unlearning", "finetune_our", 0.05, 1)
@@ -65,7 +65,7 @@ def test_failed_rerun_over_finished_folder_invalidates_it(digits, pretrained, mo
 
 # 3. folder names carry options, replay and attack settings
 def test_folder_names_carry_every_non_default_setting(digits):
-    from unlearn.forget import forget_extras
+    from unlearn.methods.entries import forget_extras
 
     names = {digits.run_name("finetune", 0.1, 2, forget_extras(options=o)) for o in
              ({}, {"weight_decay": 0.01}, {"weight_decay": 0.02})}
@@ -121,7 +121,7 @@ def test_bad_numbers_are_one_line_errors(tmp_path, script, args):
 
 
 def test_replay_epochs_zero_is_honoured(digits, pretrained):
-    from unlearn import forget
+    from unlearn.stages import forget
 
     replay, extras = forget.replay_config(forget.get_method("finetune")[0], epochs=0)
     assert replay.epochs == 0 and extras == {"replay_epochs": 0}
@@ -138,7 +138,7 @@ def test_gpu_slots_map_through_preset_visible_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert runner.visible_gpus() == ["2", "3"]
-    assert runner._env("3")["CUDA_VISIBLE_DEVICES"] == "3"
+    assert runner.job_env("3")["CUDA_VISIBLE_DEVICES"] == "3"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert runner.visible_gpus() == ["0", "1"]
 
@@ -205,7 +205,7 @@ def test_run_py_forget_class_reaches_every_stage(tmp_path):
 
 # Killed between the model and results.json: the run is redone, not skipped
 def test_run_killed_before_results_is_redone(digits, pretrained, monkeypatch):
-    from unlearn import forget
+    from unlearn.stages import forget
 
     entry = normalise_entry(("finetune", 0.02, 1))
     job = next(j for j in runner.build_jobs(digits, methods=[entry], seeds=[0], stages=["forget"], attack={}))
@@ -244,7 +244,7 @@ def test_stale_identity_is_rerun(digits, pretrained):
 
 
 def test_interrupted_atomic_write_keeps_the_old_file(tmp_path):
-    from unlearn import checkpoint
+    from unlearn.store import checkpoint
 
     target = tmp_path / "results.json"
     atomic_write_bytes(target, b"old")

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import config
-from unlearn.forget import unlearn_run
-from unlearn.errors import UsageError
+from unlearn.stages.forget import unlearn_run
+from unlearn.core.errors import UsageError
 from unlearn.methods import get_method, list_methods, pretrain_l1
-from unlearn.metrics import entropy_mia
+from unlearn.evaluation.metrics import entropy_mia
 
 METHODS = list_methods()
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from models import canonical_model_name, get_model, list_models, register_model
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 
 NUM_CLASSES = 7
 

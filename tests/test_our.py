@@ -3,12 +3,12 @@ import pytest
 import torch
 
 import config
-from unlearn.forget import unlearn_run
+from unlearn.stages.forget import unlearn_run
 from unlearn.methods import get_method, list_methods, resolve_paras
 from unlearn.methods.our2025 import default_layers, hook_layers, orthogonality_loss
 from unlearn.methods.retrain import retrain_recipe
-from unlearn.our import paper2024_factor, stepped_epochs
-from unlearn.recipe import pretrain_recipe
+from unlearn.methods.our2024 import paper2024_factor, stepped_epochs
+from unlearn.core.recipe import pretrain_recipe
 
 pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
 
@@ -85,7 +85,7 @@ def test_our_loss_reads_every_hooked_layer_once(digits, pretrained, monkeypatch)
 
 def test_unknown_layer_is_a_one_line_error():
     from models import get_model
-    from unlearn.errors import UsageError
+    from unlearn.core.errors import UsageError
 
     with pytest.raises(UsageError, match="--opt layers: nosuch"):
         hook_layers(get_model("SmallCNN", 3, in_channels=1, image_size=8), ["nosuch"], {})
@@ -138,7 +138,7 @@ def test_paper2024_replay_warms_up_to_about_twice_the_lr():
 
 def test_replay_schedules_differ(digits, pretrained):
     from unlearn.methods import Context
-    from unlearn.our import ReplayConfig, replay_phase
+    from unlearn.methods.our2024 import ReplayConfig, replay_phase
 
     data = digits.load_data("cpu")
     finals = {}
@@ -181,7 +181,7 @@ def test_pretraining_memorises_digits(pretrained):
 
 
 def test_entropy_mia_non_members_are_all_test_data(digits, pretrained, monkeypatch):
-    import unlearn.metrics as metrics
+    import unlearn.evaluation.metrics as metrics
 
     seen = {}
 
@@ -201,7 +201,7 @@ def test_entropy_mia_non_members_are_all_test_data(digits, pretrained, monkeypat
 
 
 def test_quick_loops_print_no_empty_progress_bars(capsys):
-    from unlearn.engine import LoopConfig, Sized, ce_step, train_epochs
+    from unlearn.core.engine import LoopConfig, Sized, ce_step, train_epochs
 
     model = torch.nn.Linear(3, 2)
     x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
@@ -215,7 +215,7 @@ def test_best_epoch_only_after_the_configured_milestone(digits, tmp_path, monkey
     """``best_from_milestone`` 2 with 4 epochs (milestones scale to 2 and 3): only epoch 4 may be kept."""
     from dataclasses import replace
 
-    from unlearn.pretrain import pretrain
+    from unlearn.stages.pretrain import pretrain
 
     monkeypatch.setitem(config.DATASETS["Digits"], "best_from_milestone", 2)
     setting = replace(digits, log_root=str(tmp_path))

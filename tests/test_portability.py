@@ -7,10 +7,10 @@ import torch
 
 from conftest import run_script
 from models import get_model
-from unlearn.engine import perturb_init
-from unlearn.errors import UsageError
-from unlearn.identity import config_fingerprint, fp_perturbation
-from unlearn.pretrain import better_epoch
+from unlearn.core.engine import perturb_init
+from unlearn.core.errors import UsageError
+from unlearn.store.identity import config_fingerprint, fp_perturbation
+from unlearn.stages.pretrain import better_epoch
 
 
 def test_a_tie_goes_to_the_later_epoch():

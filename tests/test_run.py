@@ -130,8 +130,9 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path):
 
 def test_an_int_where_a_float_is_declared_names_the_same_folder(digits):
     """run.py's literal values and what the stages' parsers give are normalised alike before hashing."""
-    from unlearn.forget import entry_settings, extras_from_args, parser
-    from unlearn.identity import attack_extras
+    from unlearn.methods.entries import entry_settings
+    from unlearn.methods.cli import extras_from_args, parser
+    from unlearn.store.identity import attack_extras
 
     assert attack_extras("Digits", {"unlearn_data_percent": 20}) == attack_extras("Digits", {"unlearn_data_percent": 20.0})
     assert attack_extras("Digits", {"relearning_lr": (1,)}) == attack_extras("Digits", {"relearning_lr": [1.0]})

@@ -14,11 +14,11 @@ import pytest
 
 import config
 from conftest import ROOT
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 from unlearn.launcher import main as launch
-from unlearn.runner import build_jobs
-from unlearn.setting import Setting
-from unlearn.slurm import ClusterOptions, adopt, plan_arrays, sbatch_text, submit_graph
+from unlearn.pipeline.runner import build_jobs
+from unlearn.store.setting import Setting
+from unlearn.pipeline.slurm import ClusterOptions, adopt, plan_arrays, sbatch_text, submit_graph
 
 submitit = pytest.importorskip("submitit")
 from submitit.core.utils import DelayedSubmission  # noqa: E402
@@ -171,8 +171,8 @@ def test_job_skips_when_a_run_it_needs_did_not_finish(tmp_path):
     """On SLURM a job starts after its dependencies ended (afterany) and itself checks they succeeded."""
     from submitit.core.utils import cloudpickle_dump
 
-    from unlearn.runner import Job
-    from unlearn.slurm import RunSpec, run_job
+    from unlearn.pipeline.runner import Job
+    from unlearn.pipeline.slurm import RunSpec, run_job
 
     good, bad = tmp_path / "good.pkl", tmp_path / "bad.pkl"
     cloudpickle_dump(("success", (0, "done")), good)

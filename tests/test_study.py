@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearn import study as ST
-from unlearn import study_report as SR
-from unlearn.study_cli import run, write_document
+from unlearn.study import plan as ST
+from unlearn.study import report as SR
+from unlearn.study.cli import run, write_document
 
 from conftest import run_script
 
@@ -29,7 +29,7 @@ def tiny(tmp_path_factory):
 def _load(base, seed, stage, entry):
     from dataclasses import replace
 
-    from unlearn import summary as SM
+    from unlearn.pipeline import summary as SM
 
     s = replace(base, seed=seed)
     ex = SM.run_extras(entry, attack=PLAN.attack, dataset="Digits")
@@ -105,7 +105,7 @@ def test_mean_ci_known_answer():
 
 
 def test_paper_overlap_known_cases():
-    from unlearn.distribution import kde_overlap, paper_kde_overlap
+    from unlearn.evaluation.distribution import kde_overlap, paper_kde_overlap
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 2))

@@ -9,9 +9,9 @@ import pytest
 
 import config
 from conftest import run_script
-from unlearn import reference as ref
-from unlearn import summary as SM
-from unlearn.checkpoint import atomic_write_json
+from unlearn.evaluation.rea import reference as ref
+from unlearn.pipeline import summary as SM
+from unlearn.store.checkpoint import atomic_write_json
 
 METHODS = [("SCRUB", 0.01, 5), ("finetune", 0.1, 20)]
 
@@ -34,7 +34,7 @@ def _write(s, stage, method, p1, p2, obj):
 @pytest.fixture()
 def fake(tmp_path):
     """Three seeds of hand-made results: SCRUB's attack is missing on seed 2, finetune's forget run on seed 1."""
-    from unlearn.setting import Setting
+    from unlearn.store.setting import Setting
 
     base = Setting(net="SmallCNN", dataset="Digits", classes=10, forget_class=4, ood_classes=[8, 9],
                    log_root=str(tmp_path), seed=0)
@@ -110,8 +110,8 @@ REAL = [("baseline", 0, 0), ("negative_grad", 0.01, 2), ("negative_grad_our", No
 @pytest.fixture(scope="module")
 def real(digits, pretrained):
     """Real Digits runs of two methods (forget, attack, distribution) with the default reference population."""
-    from unlearn.attack import AttackConfig, reminiscence_attack
-    from unlearn.forget import unlearn_run
+    from unlearn.stages.attack import AttackConfig, reminiscence_attack
+    from unlearn.stages.forget import unlearn_run
     from unlearn.methods import resolve_paras
 
     retrain = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])

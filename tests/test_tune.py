@@ -12,11 +12,11 @@ import pytest
 
 import config
 from conftest import ROOT
-from unlearn.errors import UsageError
+from unlearn.core.errors import UsageError
 from unlearn.methods import check_space, get_method, list_methods, param, register_method, search_space
-from unlearn.setting import Setting
-from unlearn.tune import default_values, normal_entry, study_folder, tune
-from unlearn.tune_grid import tuned_entries
+from unlearn.store.setting import Setting
+from unlearn.tune.search import default_values, normal_entry, study_folder, tune
+from unlearn.tune.grid import tuned_entries
 
 PRETRAIN = ["--pretrain-epochs", "8"]  # a quick model: what is tested is the machinery, not the numbers
 
@@ -203,7 +203,7 @@ def test_grid_runs_the_tuned_setting_and_records_its_study(root, capsys):
 def test_a_best_setting_equal_to_the_default_leaves_the_command_alone(tmp_path):
     """Options and replay settings given at their default values are the default setting; a tuned setting
     passes only what differs from the defaults, and its study."""
-    from unlearn.identity import fingerprint
+    from unlearn.store.identity import fingerprint
 
     s = setting(tmp_path)
     ckpt = tmp_path / "checkpoint"

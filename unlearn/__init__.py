@@ -1,4 +1,33 @@
-"""The toolkit's shared package: stages, methods and their plumbing.
+"""The toolkit's package: stages, methods and their plumbing, in sub-packages by role.
+
+Layout (``tests/test_layout.py`` checks its rule on every import of every module):
+
+* ``core/``: the training engine (the one loop), the pretraining recipe, command-line helpers
+  shared by every script, errors, what a run records about its software (``runinfo``).
+* ``store/``: what is on disk: a setting and its run folders (``setting``), checkpoints and atomic
+  writes, run identities (``identity``), lookups among finished runs (``runs``).
+* ``methods/``: the registry and the unlearning methods, the 2024 defence (``our2024``: Over-Unlearning
+  & Replay around any method) beside the 2025 one (``our2025``), method-list entries (``entries``),
+  one in-memory run (``run``) and the forget command line the forget and attack stages share (``cli``).
+* ``evaluation/``: measuring a model: ``metrics``, output-space ``distribution``, and ``rea/``
+  (the Reminiscence Attack: ``relearn`` curves, their ``stats``, calibrated verdicts (``verdict``),
+  the retrained ``reference`` population). No command lines here.
+* ``stages/``: the stages' command lines and their end-to-end runs (``pretrain``, ``forget``,
+  ``attack``, ``distribution``), run by the top-level scripts (``forget_full_class_main_*.py`` ...).
+* ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``),
+  the summary tables (``summary``).
+* ``tune/``: tuning a method's settings (``search``: the Optuna search; ``grid``: which tuned setting
+  a grid run gets; ``cli``: tune_method.py and run.py's tuning flags).
+* ``study/``: the reproduction study (``plan``, ``report``, ``cli``; studies/reproduction.py).
+* ``launcher.py``: run.py's command line, on top of everything.
+
+Import rule (``a <- b``: ``b`` may import ``a``, never the reverse; a sub-package may import itself)::
+
+    core <- store <- methods <- evaluation <- stages
+    core, store, methods, evaluation <- pipeline <- tune <- study <- launcher
+
+Stages are leaves: nothing in the package imports them. No module imports another module's
+private name (``_x``): what crosses modules is public.
 
 OpenMP threads that busy-wait between torch operations make small CPU models
 many times slower as soon as another process shares the cores (measured on 2

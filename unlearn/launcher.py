@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import config
-from .cli import Parser, nonneg_int, positive_int
-from .errors import UsageError
-from .methods import pretrain_l1, resolve_paras
-from .runner import build_jobs, default_jobs, run_jobs
-from .setting import Setting
-from .slurm import add_slurm_args, cluster_options, run_jobs_slurm
-from .summary import write_summary
-from .tune import tune
-from .tune_cli import add_tune_args
-from .tune_grid import tuned_entries
+from .core.cli import Parser, nonneg_int, positive_int
+from .core.errors import UsageError
+from .methods import pretrain_l1
+from .methods.entries import normalise_entry
+from .pipeline.runner import build_jobs, default_jobs, run_jobs, script
+from .pipeline.slurm import add_slurm_args, cluster_options, run_jobs_slurm
+from .pipeline.summary import write_summary
+from .store.setting import Setting
+from .tune.cli import add_tune_args
+from .tune.grid import tuned_entries
+from .tune.search import tune
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
 
@@ -72,7 +75,6 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
     """
     if not python_file:
         return stages
-    from pathlib import Path
 
     name = Path(python_file).name
     stage = next((st for pre, st in _PREFIXES.items() if name.startswith(pre)), None)
@@ -80,26 +82,12 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
         raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
                          "or mia_on_mu_main_<dataset>_fullclass.py")
     if stage != "distribution":
-        from .runner import script
-
         named = next((d for d in ("cifar100", "imagenet64", "cifar20") if f"_{d}" in name.lower()), None)
         expected = script(stage, dataset)
         if named is not None and Path(expected).name != name:
             raise UsageError(f"python_file {name} is a {named} script but the dataset is {dataset}, whose script is "
                              f"{expected}; set python_file = {expected!r} or change dataset")
     return [stage]
-
-
-def normalise_entry(entry) -> tuple:
-    """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple.
-
-    ``None`` parameters become the method's defaults (over-unlearning defaults for
-    ``_our``), exactly as the forget stage resolves them, so folder names agree.
-    """
-    if len(entry) not in (3, 4):
-        raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
-    p1, p2 = resolve_paras(entry[0], entry[1], entry[2])
-    return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
 
 
 def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_run: bool = False) -> list:
@@ -109,8 +97,6 @@ def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_
     seeds show whether it transfers). Entries without a tuned setting stay exactly as they were, so
     their commands do not change. ``dry_run`` prints, per method, which setting it gets and why.
     """
-    from dataclasses import replace
-
     choices = tuned_entries(replace(base, seed=seed), methods, weight_path=weight_path)
     if dry_run:
         n = sum(note.startswith("tuned") for _, note in choices)

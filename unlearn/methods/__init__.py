@@ -2,7 +2,7 @@
 
 ``get_method("negative_grad_our")`` returns the spec of ``negative_grad`` and
 ``our=True``: the ``_our`` suffix selects Over-Unlearning & Replay
-(:mod:`unlearn.our`) for any approximate method, implemented once. A method
+(:mod:`unlearn.methods.our2024`) for any approximate method, implemented once. A method
 registered with ``is_our=True`` (the paper's 2025 ``OUR``) is that protocol
 by itself: ``get_method("OUR")`` also answers ``our=True`` and it has no
 ``_our`` variant.
@@ -18,12 +18,14 @@ line (at registration, and again when a tuner uses one, possibly overridden).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UsageError
+import config
+from ..core.errors import UsageError
 from .base import Context, random_other_labels, relabel_union, train_ce  # noqa: F401
 
 OUR_SUFFIX = "_our"
@@ -89,11 +91,11 @@ def option(name: str, type_: type, default, meaning: str, *, phase: str = "both"
 
 
 # Options every method takes (read by the forget stage, not by the method). ``tuned_from`` is only recorded:
-# run.py sets it on a setting it took from a tuning study (unlearn/tune.py), so results.json names that study.
+# run.py sets it on a setting it took from a tuning study (unlearn/tune/search.py), so results.json names that study.
 COMMON_OPTIONS = (option("batch_size", int, None, "batch size, as -b (default: the run's or the method's own)"),
                   option("tuned_from", str, None, "the tuning study this setting came from (set by run.py; "
                                                   "recorded, not read)"))
-# Options of every Over-Unlearning & Replay run (unlearn/our.py).
+# Options of every Over-Unlearning & Replay run (unlearn/methods/our2024.py).
 REPLAY_OPTIONS = (option("replay_schedule", str, "paper2024",
                          "Replay learning-rate schedule: paper2024 (the 2024 code's warm-up, peaking near 2x lr), "
                          "constant, or stepped (the 2025 OUR: half the epochs at lr, a third at 0.5x, the rest at "
@@ -177,7 +179,7 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
 
     ``options``: the :class:`Option` s the method reads with ``ctx.opt``. ``is_our``: the method is
     an Over-Unlearning & Replay protocol of its own; ``fn`` is its Over-Unlearning phase and the
-    Replay of :mod:`unlearn.our` follows (its options may set their own defaults, e.g.
+    Replay of :mod:`unlearn.methods.our2024` follows (its options may set their own defaults, e.g.
     ``replay_schedule``). ``space`` / ``over_space``: the :class:`Param` s ``run.py --tune``
     searches for the method and for its ``_our`` variant; checked here (:func:`check_space`).
     """
@@ -203,13 +205,11 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
 
 def _declaring(fn, name: str):
     """``fn`` that first tells ``ctx`` which options it declared (so ``ctx.opt`` knows types and defaults)."""
-    import functools
-
     @functools.wraps(fn)
     def run(ctx, para1, para2):
         if ctx.declared is None:
             spec = _REGISTRY[name]
-            ctx.declared = _declared(spec, ctx.over or spec.is_our)
+            ctx.declared = spec_options(spec, ctx.over or spec.is_our)
         return fn(ctx, para1, para2)
 
     return run
@@ -249,10 +249,10 @@ def get_method(name: str) -> tuple[MethodSpec, bool]:
 
 def declared_options(name: str) -> dict[str, Option]:
     """The options run ``name`` (``_our`` included) accepts: common, its phase's own and, for _our, Replay's."""
-    return _declared(*get_method(name))
+    return spec_options(*get_method(name))
 
 
-def _declared(spec: MethodSpec, our: bool) -> dict[str, Option]:
+def spec_options(spec: MethodSpec, our: bool) -> dict[str, Option]:
     wrapped = our and not spec.is_our  # a _our variant: the method runs in its over phase
     phase = "over" if wrapped else "plain"
     out = {o.name: o for o in COMMON_OPTIONS}
@@ -299,8 +299,6 @@ def pretrain_l1(name: str, dataset: str) -> float:
     ``_our`` variants of some methods start from an L1-sparse model (``our_pretrain_l1``);
     ``config.OUR_PRETRAIN_L1`` can set another weight for a dataset.
     """
-    import config
-
     spec, our = get_method(name)
     if not our:
         return 0.0
@@ -338,7 +336,7 @@ def check_space(spec: MethodSpec, space, *, our: bool) -> tuple:
     type and valid values respected. Returns ``space``.
     """
     label = spec.name + (OUR_SUFFIX if our and not spec.is_our else "")
-    declared = _declared(spec, our)
+    declared = spec_options(spec, our)
     allowed = [n for n, m in (("para1", spec.para1), ("para2", spec.para2)) if m != "unused"]
     allowed += ["replay_epochs"] if our else []
     allowed += sorted(declared)

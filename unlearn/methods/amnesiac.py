@@ -11,7 +11,7 @@ para1 for para2 epochs, batch 128 (``-b`` overrides).
 """
 import torch
 
-from ..engine import ce_step, train_epochs
+from ..core.engine import ce_step, train_epochs
 from . import param, register_method
 from .base import random_other_labels, relabel_union
 

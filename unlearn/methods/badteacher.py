@@ -29,7 +29,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..engine import predict, train_epochs
+from ..core.engine import predict, train_epochs
 from . import option, param, register_method
 
 

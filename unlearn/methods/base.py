@@ -4,7 +4,7 @@ A method is a function ``fn(ctx: Context, para1, para2) -> nn.Module`` that
 returns the unlearned model (usually ``ctx.model`` modified in place). It is
 registered with :func:`unlearn.methods.register_method`, which also records what
 ``para1`` / ``para2`` mean for it (as the paper's ``mu_method_list`` uses them)
-and how its Over-Unlearning phase differs (see :mod:`unlearn.our`).
+and how its Over-Unlearning phase differs (see :mod:`unlearn.methods.our2024`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from datasets.splits import SplitData, TensorSet
-from ..engine import LoopConfig, Sized, ce_step, sgd, train_epochs
+from ..core.engine import LoopConfig, Sized, ce_step, sgd, train_epochs
 
 
 def shuffled_batches(ts: TensorSet, batch_size: int, generator: torch.Generator):

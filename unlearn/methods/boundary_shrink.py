@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine import ce_step, sgd, train_epochs
+from ..core.engine import ce_step, sgd, train_epochs
 from . import option, param, register_method, relabel_union
 
 

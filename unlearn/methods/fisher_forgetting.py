@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 
 from . import option, param, register_method
-from .wfisher import _params, chunk_size, per_sample_grads
+from .wfisher import chunk_size, per_sample_grads, trainable_params
 
 
 def diag_fisher(model, ts, *, mode: str, max_gb: float, num_classes: int, generator=None) -> list[torch.Tensor]:
     """Mean over ``ts`` of per-sample squared CE gradients: ``expected`` over p(k|x), ``mc`` (k ~ p(k|x)) or
     ``empirical`` (the true label)."""
-    params = list(_params(model).values())
+    params = list(trainable_params(model).values())
     total = torch.zeros(sum(p.numel() for p in params), device=params[0].device)
     c = chunk_size(model, max_gb)
     for x, y in ts.batches(c):
@@ -107,7 +107,7 @@ def fisher_forgetting(ctx, para1, para2):
                          generator=ctx.generator)
     head = {id(p) for p in model.get_classifier().parameters()}
     with torch.no_grad():
-        for p, f in zip(_params(model).values(), fisher):
+        for p, f in zip(trainable_params(model).values(), fisher):
             mu, var = noise_mean_var(p, f, alpha=alpha, clamp=clamp, is_head=id(p) in head,
                                      forget_index=ctx.forget_index)
             noise = torch.randn(p.shape, generator=ctx.generator).to(p.device)

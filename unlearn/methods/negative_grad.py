@@ -14,7 +14,7 @@ Deliberate deviation: forget batches are shuffled (the 2024 forget loader is not
 """
 import torch.nn.functional as F
 
-from ..engine import sgd, train_epochs
+from ..core.engine import sgd, train_epochs
 from . import option, param, register_method
 
 

@@ -15,7 +15,7 @@ Follows ``orthogonality`` in the 2025 code's ``forget_full_class_strategies.py``
 2. Replay: retain data with the L1 penalty (5e-5, ``--replay_l1``), SGD momentum
    0.9, weight decay 5e-4, batch 64, lr ``--replay_lr`` (0.01, the 2025 code's
    para2) for 3 epochs, 0.5x for 2, 0.2x for 1 (``--replay_epochs 6`` in all,
-   ``replay_schedule=stepped``; see :func:`unlearn.our.stepped_epochs`).
+   ``replay_schedule=stepped``; see :func:`unlearn.methods.our2024.stepped_epochs`).
 
 Hooked layers (``--opt layers=name,name``, module names of ``model.named_modules()``)
 default per architecture to the paper's choice: ResNet, the outputs of the last
@@ -44,8 +44,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..engine import train_epochs
-from ..errors import UsageError
+from ..core.engine import train_epochs
+from ..core.errors import UsageError
 from . import option, param, random_other_labels, register_method, relabel_union
 
 

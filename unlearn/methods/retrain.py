@@ -1,6 +1,6 @@
 """Exact unlearning: train from scratch on the retain data only (the gold standard).
 
-The recipe is the dataset's pretraining recipe (:func:`unlearn.recipe.pretrain_recipe`:
+The recipe is the dataset's pretraining recipe (:func:`unlearn.core.recipe.pretrain_recipe`:
 SGD, warm-up + MultiStepLR, its epochs, batch size and augmentation switch), so a
 retrained model differs from the pretrained one only by never having seen the
 forget class. para1 / para2 override the learning rate / epochs; 0 (the default)
@@ -13,15 +13,15 @@ milestones but gamma 0.8 and a two-epoch warm-up, and re-initialises only the to
 modules that have ``reset_parameters``; here the pretraining recipe itself is used (as the
 issue defining the gold standard asks) and every layer of a fresh network is initialised.
 """
-from ..recipe import TrainRecipe, fit, pretrain_recipe
+from dataclasses import replace
+
+from ..core.recipe import TrainRecipe, fit, pretrain_recipe
 from . import option, register_method
 
 
 def retrain_recipe(dataset: str, para1=0, para2=0, *, batch_size: int | None = None,
                    augment: bool | None = None) -> TrainRecipe:
     """The recipe ``retrain`` runs for ``dataset``: pretraining's, with para1 / para2 (when > 0) as lr / epochs."""
-    from dataclasses import replace
-
     recipe = pretrain_recipe(dataset)
     if para2:
         recipe = recipe.with_epochs(int(para2))

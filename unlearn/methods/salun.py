@@ -29,9 +29,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import atomic_write_bytes
-from ..engine import ce_step, sgd, train_epochs
-from ..errors import UsageError
+import config
+from ..core.engine import ce_step, resolve_device, seed_everything, sgd, train_epochs
+from ..core.errors import UsageError
+from ..store.checkpoint import atomic_write_bytes
+from ..store.setting import fmt_para
 from . import option, param, random_other_labels, register_method, relabel_union
 
 
@@ -95,9 +97,6 @@ def mask_path_for(setting, ratio: float) -> Path:
 
     A forget class other than config.py's default adds ``-forget{c}`` (masks are per forget class).
     """
-    import config
-    from ..setting import fmt_para
-
     suffix = "" if setting.forget_class == config.DATASETS[setting.dataset]["forget_class"] else \
         f"-forget{setting.forget_class}"
     return (Path(setting.log_root) / "forget_full_class_main" / setting.tag / "salun_masks"
@@ -106,8 +105,6 @@ def mask_path_for(setting, ratio: float) -> Path:
 
 def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_size: int = 256) -> Path:
     """Load the pretrained model, compute its saliency mask for the forget class and save it atomically."""
-    from ..engine import resolve_device, seed_everything
-
     ratio = check_ratio(ratio)
     device = resolve_device(device)
     seed_everything(setting.seed)

@@ -27,7 +27,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..engine import sgd, train_epochs
+from ..core.engine import sgd, train_epochs
 from . import option, param, register_method
 
 

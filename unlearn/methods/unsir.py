@@ -32,7 +32,7 @@ code has no ``UNSIR_our``; the Over-Unlearning described here is ours.
 import torch
 import torch.nn.functional as F
 
-from ..engine import ce_step, sgd, train_epochs
+from ..core.engine import ce_step, sgd, train_epochs
 from . import option, param, register_method
 
 

@@ -54,17 +54,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 
 from . import option, param, register_method
 
 
-def _params(model):
+def trainable_params(model):
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
 def flat_grad(model, ts, batch_size: int = 256) -> torch.Tensor:
     """Sum over ``ts`` of per-sample CE gradients, flattened (eval mode; exact for any batch size)."""
-    params = _params(model)
+    params = trainable_params(model)
     total = torch.zeros(sum(p.numel() for p in params.values()), device=next(model.parameters()).device)
     for x, y in ts.batches(batch_size):
         g = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), list(params.values()))
@@ -75,25 +76,23 @@ def flat_grad(model, ts, batch_size: int = 256) -> torch.Tensor:
 def per_sample_grads(model, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> torch.Tensor:
     """(B, P) per-sample gradients of ``loss_fn(logits[1, K], y[1])`` (default CE), model in eval mode."""
     loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t))
-    params = {n: p.detach() for n, p in _params(model).items()}
+    params = {n: p.detach() for n, p in trainable_params(model).items()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     try:
-        from torch.func import functional_call, grad, vmap
-
         def one(p, xi, yi):
             return loss_fn(functional_call(model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
         g = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
         return torch.cat([g[n].reshape(len(x), -1) for n in params], dim=1)
     except Exception:  # an op vmap cannot batch: fall back to a loop
-        plist = list(_params(model).values())
+        plist = list(trainable_params(model).values())
         rows = [torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]), plist)])
                 for i in range(len(x))]
         return torch.stack(rows)
 
 
 def chunk_size(model, max_gb: float) -> int:
-    p = sum(t.numel() for t in _params(model).values())
+    p = sum(t.numel() for t in trainable_params(model).values())
     return max(1, int(max_gb * 2**30 // (4 * p)))
 
 
@@ -177,7 +176,7 @@ def wfisher(ctx, para1, para2):
         step = woodbury_inverse_product(model, fisher_set, v, max_gb=ctx.opt("max_gb"))
     with torch.no_grad():
         offset = 0
-        for p in _params(model).values():
+        for p in trainable_params(model).values():
             p += float(para1) * step[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
     model.train(was)

@@ -1,0 +1,1 @@
+"""Measuring an unlearned model: metrics, output-space distribution, the Reminiscence Attack (rea/)."""

@@ -1,0 +1,55 @@
+"""The paper's table metrics and the classic entropy membership attack.
+
+``d_t``: accuracy on retain-class test data; ``d_f``: accuracy on the forget
+class's training data; ``d_r``: retain training accuracy; ``forget_test``:
+accuracy on the forget class's test data; ``mia``: the entropy attack of the Bad
+Teacher (Chundawat et al., 2023) and SSD (Foster et al., 2024) papers, with the
+paper's non-members: all test data of the in-distribution classes, retain-test and
+forget-test (its ``valid_dl`` = retain-valid + forget-valid, in ``utils/metrics.py``
+``get_membership_attack_prob``). All in percent, as the paper's tables.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from ..core.engine import accuracy, predict
+
+
+def entropy(logits: torch.Tensor) -> np.ndarray:
+    """Shannon entropy of the softmax of each row."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return (-(logp.exp() * logp).sum(1)).cpu().numpy()
+
+
+def entropy_mia(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray, *, seed: int = 0) -> float:
+    """Fraction of ``target`` entropies classified "member".
+
+    A logistic regression on entropy is fitted with member = 1 (retain-train)
+    and non-member = 0 (test data), classes balanced by weighting; it is then applied
+    to the forget-train entropies. Identical member and non-member distributions
+    give about 0.5 (the classifier has nothing to learn).
+    """
+    x = np.concatenate([member, nonmember]).reshape(-1, 1)
+    y = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
+    clf = LogisticRegression(class_weight="balanced", random_state=seed)
+    clf.fit(x, y)
+    return float(clf.predict(np.asarray(target).reshape(-1, 1)).mean())
+
+
+def evaluate_unlearning(model: torch.nn.Module, data, *, seed: int = 0) -> dict:
+    """All per-run metrics of the paper's table (percent)."""
+    retain_train, forget_train, _ = data.sets(True)
+    retain_test, forget_test, _ = data.sets(False)
+    ent = {name: entropy(predict(model, s.x)) for name, s in
+           (("retain_train", retain_train), ("retain_test", retain_test), ("forget_test", forget_test),
+            ("forget_train", forget_train))}
+    nonmember = np.concatenate([ent["retain_test"], ent["forget_test"]])
+    return {
+        "d_t": 100 * accuracy(model, retain_test),
+        "d_f": 100 * accuracy(model, forget_train),
+        "d_r": 100 * accuracy(model, retain_train),
+        "forget_test": 100 * accuracy(model, forget_test),
+        "mia": 100 * entropy_mia(ent["retain_train"], nonmember, ent["forget_train"], seed=seed),
+    }

@@ -1,0 +1,1 @@
+"""The Reminiscence Attack's library: relearning curves, their statistics, verdicts, references."""

@@ -1,0 +1,1 @@
+"""The stages' command lines (pretrain, forget, attack, distribution): leaves nothing else imports."""

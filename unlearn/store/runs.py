@@ -1,0 +1,25 @@
+"""Lookups among the run folders a setting's stages wrote."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoint import read_ok_results
+from .setting import Setting
+
+
+def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
+    """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
+    runs = []
+    for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
+        r = read_ok_results(res)
+        c = (r or {}).get("config", {})
+        if r and c.get("seed") == setting.seed and c.get("forget_class") == setting.forget_class \
+                and sorted(c.get("ood_classes", [])) == sorted(setting.ood_classes):
+            runs.append((res.stat().st_mtime, res.parent, r))
+    return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]
+
+
+def retrain_seconds(setting: Setting) -> float | None:
+    """Seconds of the newest finished ``retrain`` run of the same setting and seed, if any."""
+    runs = finished_retrain_runs(setting)
+    return runs[0][1]["time"] if runs else None

@@ -1,0 +1,1 @@
+"""The reproduction study (studies/reproduction.py): plan and collect, report, command line."""

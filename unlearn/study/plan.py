@@ -1,0 +1,195 @@
+"""The reproduction study (``studies/reproduction.py``): do the paper's three claims hold at CPU scale?
+
+The paper ("Over-Unlearning and Replay Is All You Need" / "Reminiscence Attack on Residuals")
+claims (1) approximate unlearning leaves residual knowledge the Reminiscence Attack exposes,
+(2) Over-Unlearning & Replay removes it at 2-12% of retraining's cost and (3) retraining and
+OUR spread the forget class out in the output space. This module plans the runs (the grid:
+every method of ``config.MU_METHOD_LIST``, its ``_our`` variant and OUR, over seeds; and the
+trade-off sweep of the defence's two knobs), runs them through run.py's job graph (the same
+stage scripts, resumable, a finished run is reused) and reads every number back from the runs'
+``results.json`` files. :mod:`unlearn.study.report` turns them into tables, verdicts and figures.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+import config
+from ..evaluation.distribution import paper_kde_overlap
+from ..methods import get_method, pretrain_l1, resolve_paras
+from ..methods.entries import normalise_entry
+from ..pipeline import summary as SM
+from ..pipeline.runner import build_jobs, run_jobs
+from ..store.checkpoint import read_ok_results
+from ..store.setting import Setting
+
+DATASETS = ("Digits", "FashionMNIST")
+SEEDS = (0, 1, 2)
+# The trade-off sweep: OUR and three _our variants (the paper's two, Bad Teacher and SSD, and the
+# 2024 code's gradient ascent). Strength = a factor on the over-unlearning parameter named here;
+# "1/para2": divides SSD's dampening constant lambda (a smaller lambda dampens the selected weights
+# more). Its selection weight alpha is no knob at our settings: from 0.00125 to 0.02 it selects the
+# same weights (Digits, seeds 0-2: identical d_t, d_f and index).
+TRADEOFF_METHODS = {"OUR": "para1", "badteacher_our": "para1", "ssd_tuning_our": "1/para2",
+                    "negative_grad_our": "para1"}
+STRENGTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
+REPLAY_FACTORS = (1 / 3, 1.0, 2.0)  # times the method's configured replay epochs (at least 1 epoch)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the study runs for one dataset.
+
+    ``tradeoff`` "full": every strength x replay length; "cross": the strengths at the default
+    replay length and the replay lengths at the default strength (7 points instead of 15), for
+    datasets where the full sweep costs too much on a CPU.
+    """
+
+    dataset: str
+    seeds: tuple = SEEDS
+    tradeoff: str = "full"
+    tradeoff_seeds: tuple = SEEDS
+    methods: tuple | None = None  # a subset of the method list (None: all of it)
+    tradeoff_methods: tuple | None = None  # a subset of TRADEOFF_METHODS (None: all)
+    attack: dict | None = None  # overrides of config.ATTACK[dataset], as run.py's `attack`
+
+
+PLANS = {"Digits": Plan("Digits"), "FashionMNIST": Plan("FashionMNIST", tradeoff="cross", tradeoff_seeds=(0,))}
+
+
+def setting(dataset: str, log_root: str | Path) -> Setting:
+    """The dataset's default setting (config.py) writing under ``log_root/<dataset>``."""
+    cfg = config.DATASETS[dataset]
+    return Setting(net=cfg["net"], dataset=dataset, classes=cfg["classes"], forget_class=cfg["forget_class"],
+                   ood_classes=sorted(cfg["ood_classes"]), data_root=config.DATA_ROOT,
+                   log_root=str(Path(log_root) / dataset), seed=0)
+
+
+def grid_entries(dataset: str, methods=None) -> list[tuple]:
+    """The method list as run.py runs it (``(method, para1, para2, options)``, defaults resolved);
+    ``methods``: keep only these (baseline and retrain are always kept: every verdict needs them)."""
+    keep = None if methods is None else {"baseline", "retrain", *methods}
+    return [normalise_entry(e) for e in config.MU_METHOD_LIST[dataset] if keep is None or e[0] in keep]
+
+
+def _clean(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[tuple]:
+    """The sweep's method-list entries, each tagged ``(method, para1, para2, options, strength, replay)``.
+
+    Strength 1 at the configured replay length is the grid's own run (same folder, reused).
+    """
+    grid = {e[0]: e for e in grid_entries(dataset)}
+    out = []
+    for method, knob in TRADEOFF_METHODS.items():
+        if methods is not None and method not in methods:
+            continue
+        m, p1, p2, opts = grid.get(method) or (method, *resolve_paras(method), {})
+        default_replay = int(opts.get("replay_epochs", get_method(method)[0].replay_epochs))
+        replays = sorted({max(1, round(default_replay * f)) for f in REPLAY_FACTORS})
+        for f in STRENGTHS:
+            for r in replays:
+                if mode == "cross" and f != 1.0 and r != default_replay:
+                    continue
+                q1 = _clean(p1 * f) if knob == "para1" else p1
+                q2 = _clean(p2 / f) if knob == "1/para2" else p2
+                o = {k: v for k, v in opts.items() if k != "replay_epochs"}
+                if r != default_replay:
+                    o["replay_epochs"] = r
+                elif "replay_epochs" in opts:
+                    o["replay_epochs"] = opts["replay_epochs"]
+                out.append((m, q1, q2, o, f, r))
+    return out
+
+
+def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run: bool = False,
+                progress: bool = True, attack: dict | None = None) -> dict:
+    """Run ``entries`` (plus the baseline and retrain runs the attack needs) as run.py would.
+
+    The job graph is run.py's (:func:`unlearn.pipeline.runner.build_jobs`) with the same arguments, so
+    a run finished by ``python run.py`` with the same settings is reused and vice versa.
+    """
+    entries = [tuple(e[:4]) for e in entries]
+    have = {e[0] for e in entries}
+    needed = [e for e in grid_entries(base.dataset) if e[0] in ("baseline", "retrain") and e[0] not in have]
+    attack = dict(attack or {})
+    refs = attack.get("retrain_refs", config.ATTACK[base.dataset]["retrain_refs"])
+    jobs_ = build_jobs(base, methods=needed + entries, seeds=list(seeds), stages=list(stages), attack=attack,
+                       method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs)
+    return run_jobs(jobs_, n_jobs=jobs, dry_run=dry_run, progress=progress, batch=jobs == 1)
+
+
+# ---------------------------------------------------------------- reading the runs back
+
+def _bands(s: Setting, entry, attack: dict | None) -> dict:
+    """The index null bands (output and feature level) of one attack run, at the summary's lr."""
+    ex = SM.run_extras(entry, attack=attack, dataset=s.dataset)
+    res = read_ok_results(SM.run_dir(s, "mia_mu_attack", *entry[:3], ex) / "results.json")
+    out = {}
+    for short, level in SM.LEVEL_KEYS.items():
+        _, v = SM.strongest((res or {}).get("per_lr"), level)
+        band = ((v or {}).get("index") or {}).get("null", {}).get("band") or [math.nan, math.nan]
+        out[f"band_lo_{short}"], out[f"band_hi_{short}"] = map(float, band)
+    return out
+
+
+def _paper_overlap(s: Setting, entry) -> float:
+    """The paper's raw KDE overlap, recomputed from the distribution stage's saved t-SNE points."""
+    folder = SM.run_dir(s, "visualization", *entry[:3], SM.run_extras(entry, dataset=s.dataset))
+    res, pts = read_ok_results(folder / "results.json"), folder / "tsne_points.npy"
+    if not res or not pts.is_file():
+        return math.nan
+    a = np.load(pts)
+    return paper_kde_overlap(a[:, :2], a[:, 2].astype(int), res["forget_index"])
+
+
+def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_overlap: bool = True) -> list[dict]:
+    """One dict per seed with every number of one run: the summary's cells (forget metrics, attack
+    verdicts, distribution metrics, time) plus the index null bands and the paper's raw overlap."""
+    retrain = next(e for e in grid_entries(base.dataset, ()) if e[0] == "retrain")
+    out = []
+    for seed in seeds:
+        s = replace(base, seed=seed)
+        c = SM.cell(s, *entry[:3], SM.run_extras(entry, attack=attack, dataset=s.dataset))
+        rt = SM.cell(s, *retrain[:3], SM.run_extras(retrain, attack=attack, dataset=s.dataset))["time"]
+        c["time_pct"] = 100 * c["time"] / rt if rt and not math.isnan(rt) else math.nan
+        c.update(_bands(s, entry, attack), seed=seed)
+        c["overlap_paper"] = _paper_overlap(s, entry) if paper_overlap else math.nan
+        out.append(c)
+    return out
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, lower, upper, n) of the finite values: a Student-t interval over seeds (NaN bounds for n < 2)."""
+    from scipy import stats  # lazy: start-up time
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(v.mean())
+    if v.size < 2:
+        return m, math.nan, math.nan, 1
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - half, m + half, int(v.size)
+
+
+def collect(base: Setting, plan: Plan) -> dict:
+    """Every per-seed number of the study for one dataset: ``grid`` {method: [cells]} and
+    ``tradeoff`` [(method, swept parameter's value, strength, replay, [cells])]."""
+    grid = {e[0]: cells(base, e, plan.seeds, attack=plan.attack) for e in grid_entries(base.dataset, plan.methods)}
+    sweep = [(e[0], e[2] if TRADEOFF_METHODS[e[0]] == "1/para2" else e[1], e[4], e[5], cells(base, e, plan.tradeoff_seeds, attack=plan.attack, paper_overlap=False))
+             for e in tradeoff_entries(base.dataset, plan.tradeoff, plan.tradeoff_methods)]
+    return {"dataset": base.dataset, "tag": base.tag, "forget_class": base.forget_class, "seeds": list(plan.seeds),
+            "grid": grid, "tradeoff": sweep}
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds)."""
+    t0 = time.perf_counter()
+    return fn(*args, **kwargs), time.perf_counter() - t0
