@@ -2,7 +2,7 @@
 
 The tuned settings must hold on a pretrained model nobody tuned on: another pretraining seed, or another
 CPU, whose rounding gives another model (stood in for by ``UNLEARN_FP_PERTURB``,
-:func:`unlearn.engine.perturb_init`). For each model ``seed:level`` (pretraining seed, perturbation level)
+:func:`unlearn.core.engine.perturb_init`). For each model ``seed:level`` (pretraining seed, perturbation level)
 (and ``seed:level:threads``, the torch threads of its pretraining, 1 by default as the tests; run.py
 pretrains with all cores) this pretrains the dataset's default model (and the L1-sparse ones some ``_our`` methods start from),
 runs every entry of the list with unlearning seed 0, and records d_f and d_t. The report gives, per

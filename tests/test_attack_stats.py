@@ -1,4 +1,4 @@
-"""Known-answer tests for unlearn/attack_stats.py (Reminiscence Attack statistics)."""
+"""Known-answer tests for unlearn/evaluation/rea/stats.py (Reminiscence Attack statistics)."""
 
 import os
 
@@ -242,7 +242,7 @@ def test_plots_reject_empty(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-# ----------------------------------------------------------------- calibrated verdicts (unlearn.verdict)
+# ----------------------------------------------------------------- calibrated verdicts (unlearn.evaluation.rea.verdict)
 
 from scipy.stats import t as student_t  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Known-answer tests for unlearn/distribution.py on synthetic data."""
+"""Known-answer tests for unlearn/evaluation/distribution.py on synthetic data."""
 
 import os
 

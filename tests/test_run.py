@@ -87,7 +87,7 @@ def test_one_job_shares_a_process_per_stage_and_isolates_failures(tmp_path):
         for stage in ("unlearning", "mia_mu_attack"):
             run = next(tmp_path.rglob(f"{stage}/{m}" + ("-*" if stage == "mia_mu_attack" else "")))
             assert json.loads((run / "results.json").read_text())["status"] == "ok"
-            assert "unlearn.batch" not in (run / "command.txt").read_text()
+            assert "unlearn.pipeline.batch" not in (run / "command.txt").read_text()
     assert not list(tmp_path.rglob("mia_mu_attack/finetune*/results.json"))
 
 
