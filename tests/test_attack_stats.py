@@ -389,3 +389,33 @@ def test_gap_interval():
     assert V.gap_interval([0.5, 0.5, 0.5], [0.2, 0.2]) == pytest.approx([0.3, 0.3])
     lo, hi = V.gap_interval(np.linspace(0.4, 0.6, 20), np.linspace(0.1, 0.3, 20), n_boot=4000)
     assert lo < 0.3 < hi and hi - lo < 0.12
+
+
+def test_index_band_is_sorted_when_the_anchor_lies_below_the_references():
+    # reference means 0.2 and 0.4 (mean 0.3), anchor 0.0: index = (x - 0.3) / -0.3, decreasing in x
+    half = student_t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) * np.sqrt(1.5)
+    lo, hi = V.index_band([0.2, 0.4], 0.0)
+    assert lo < hi and [lo, hi] == pytest.approx([-half / 0.3, half / 0.3])
+
+
+def test_anchor_below_the_references_a_fast_relearner_is_residual():
+    """Anchor below the references: a model relearning faster than them has a NEGATIVE index, yet
+    it is residual. Read in raw units, direction() says so, and so does assess()'s index direction
+    (before the fix: an inverted band and the label the index's sign gave, over-suppressed)."""
+    rng = np.random.default_rng(4)
+    refs = _population(rng, 0.4, models=5)
+    anchor = _population(rng, 0.1, models=1)[0]
+    method = _population(rng, 0.7, models=1)[0]
+    ref_means = [float(np.mean(r)) for r in refs]
+    raw_ci = V.gap_interval(method, [0.0])  # bootstrap interval of the method's mean statistic
+    assert V.direction(float(np.mean(method)), raw_ci, V.band(ref_means)["band"]) == "residual"
+    ix = V.reminiscence_index(method, refs, anchor, n_boot=500)
+    assert ix["index"] == pytest.approx(-1.0, abs=0.1)  # (0.7 - 0.4) / (0.1 - 0.4)
+    v = V.assess({"member": method, "ood": method}, [{"member": r, "ood": r} for r in refs],
+                 {"member": anchor, "ood": anchor})
+    band = v["index"]["null"]["band"]
+    assert band[0] < band[1] and v["index"]["direction"] == "residual"
+    slow = _population(rng, 0.2, models=1)[0]  # slower than the references: over-suppressed, positive index
+    w = V.assess({"member": slow, "ood": slow}, [{"member": r, "ood": r} for r in refs],
+                 {"member": anchor, "ood": anchor})
+    assert w["index"]["index"] > 0 and w["index"]["direction"] == "over-suppressed"

@@ -30,6 +30,11 @@ computed and reported beside it.
   is held out in turn), so a retrain-like model scores AUC and balanced accuracy
   about 0.5 and can fall below it, as the paper's published 48.75%.
 
+These are the verdicts of ONE model. The verdict of record for a method is the replicated
+decision of :mod:`unlearn.evaluation.rea.decide`: the method run on K independently pretrained
+models against the R references, with a difference test, an equivalence test and Holm's
+adjustment, all in raw units and never through the anchor. The index here is a display.
+
 All functions are numpy in, plain Python out.
 """
 from __future__ import annotations
@@ -121,10 +126,13 @@ def band(values, level: float = BAND_LEVEL) -> dict:
 
 def index_band(ref_means, anchor_mean: float, level: float = BAND_LEVEL) -> list[float]:
     """The null band of the index: the prediction interval of one more reference's mean
-    statistic (:func:`band` of the references' means), in index units."""
+    statistic (:func:`band` of the references' means), in index units, as [low, high].
+
+    The index is decreasing in the statistic when the anchor lies below the references, so
+    the band's ends are sorted after the mapping (they came out inverted, low > high, before)."""
     b = band(ref_means, level)["band"]
     r = float(np.mean(ref_means))
-    return [_index(x, r, anchor_mean) for x in b] if np.all(np.isfinite(b)) else [math.nan, math.nan]
+    return sorted(_index(x, r, anchor_mean) for x in b) if np.all(np.isfinite(b)) else [math.nan, math.nan]
 
 
 def null_indices(refs, anchor) -> list[float]:
@@ -145,7 +153,11 @@ def direction(index: float, ci, null_band) -> str:
     The band holds the model-to-model spread of retrained models, the interval the trial
     noise of this model's own mean; asking for both keeps a retrain-like model inside even
     when the references sit at the floor (FashionMNIST: they relearn 4% of the coats), where
-    their spread, hence the band, is tiny."""
+    their spread, hence the band, is tiny.
+
+    The labels assume the statistic grows with relearning speed. The index does only when the
+    anchor lies above the references; :func:`assess` swaps the two labels when it lies below,
+    so the index's direction is the raw statistic's and does not depend on the anchor's side."""
     lo_b, hi_b = null_band
     if not all(np.isfinite([index, lo_b, hi_b, *ci])):
         return "undetermined"
@@ -257,7 +269,10 @@ def assess(model: dict, refs: list[dict], anchor: dict, *, seed: int = 0) -> dic
         return out
     null = reference_null(rm, a)
     ix = reminiscence_index(m, rm, a, seed=seed)
-    ix.update(null=null["index"], direction=direction(ix["index"], ix["ci"], null["index"]["band"]))
+    label = direction(ix["index"], ix["ci"], null["index"]["band"])
+    if ix["anchor_mean"] < ix["reference_mean"]:  # index decreasing in the statistic: read it in raw units
+        label = {"residual": "over-suppressed", "over-suppressed": "residual"}.get(label, label)
+    ix.update(null=null["index"], direction=label)
     game = calibrated_game(m, rm) if len(rm) >= 2 else {"auc_one_sided": auc(m, np.concatenate(rm))}
     game["null"] = null["game"]
     out.update(index=ix, retrain_game=game, reference_pairs=null["pairs"], reference_pairs_mean=null["pairs_mean"])
