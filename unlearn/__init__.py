@@ -10,8 +10,10 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   & Replay around any method) beside the 2025 one (``our2025``), method-list entries (``entries``),
   one in-memory run (``run``) and the forget command line the forget and attack stages share (``cli``).
 * ``evaluation/``: measuring a model: ``metrics``, output-space ``distribution``, and ``rea/``
-  (the Reminiscence Attack: ``relearn`` curves, their ``stats``, calibrated verdicts (``verdict``),
-  the retrained ``reference`` population). No command lines here.
+  (the Reminiscence Attack: ``relearn`` curves, their ``stats``, one model's calibrated verdicts
+  (``verdict``), the replicated decision over pretrained models (``decide``, the verdict of record)
+  and its simulated error rates (``calibration``), the retrained ``reference`` population).
+  No command lines here.
 * ``stages/``: the stages' command lines and their end-to-end runs (``pretrain``, ``forget``,
   ``attack``, ``distribution``), run by the top-level scripts (``forget_full_class_main_*.py`` ...).
 * ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``),
