@@ -13,6 +13,11 @@ margin is estimated in each simulated experiment as the decision would be in a r
 vectorised over experiments (the same formulas, numpy and ``scipy.stats.t``); the tests
 check that both give the same label on every draw. Normal statistics are an idealisation:
 curve areas are bounded in [0, 1] and can pile up at the floor.
+
+What it showed (alpha 0.05, 40000 experiments, shift 0): the false-difference rate is
+alpha for K = 1 (the prediction test is exact under the model) and for K = 5, but Welch's
+test is liberal for a tiny method group beside many references (K=2, R=20: 11.8%; K=3,
+R=20: 7.2%).
 """
 from __future__ import annotations
 
