@@ -4,7 +4,7 @@ unlearn/evaluation/rea/calibration.py (its simulated label rates).
 Populations are built so their model statistics are known exactly: model effects at
 standardised normal quantiles (mean and sd exact), each model's trials symmetric around its
 effect (so the model mean is the effect), hence every expected t, df and p-value below is
-computed by hand from the Welch / prediction formulas."""
+computed by hand from the pooled-variance t / prediction formulas."""
 import math
 
 import numpy as np
@@ -34,10 +34,11 @@ def _pop(n: int, mean: float = MU, sd: float = S) -> list[np.ndarray]:
     return _models(mean + sd * _std(n))
 
 
-def _welch_p(k, r, diff, sk=S, sr=S):
-    vm, vr = sk ** 2 / k, sr ** 2 / r
-    df = (vm + vr) ** 2 / (vm ** 2 / (k - 1) + vr ** 2 / (r - 1))
-    return float(2 * stats.t.sf(abs(diff) / math.sqrt(vm + vr), df)), df
+def _pooled_p(k, r, diff, sk=S, sr=S):
+    """Two-sided p-value and df of Student's pooled-variance t-test, by hand."""
+    df = k + r - 2
+    sp2 = ((k - 1) * sk ** 2 + (r - 1) * sr ** 2) / df
+    return float(2 * stats.t.sf(abs(diff) / math.sqrt(sp2 * (1 / k + 1 / r)), df)), df
 
 
 # ----------------------------------------------------------------- the four labels
@@ -48,7 +49,7 @@ def test_equal_means_many_models_is_equivalent():
     margin = D.margin_from_refs(refs, 1.0)
     assert margin == pytest.approx(S)
     d = D.decide(method, refs, margin=margin)
-    assert d.label == "equivalent" and d.test == "welch" and (d.n_method, d.n_ref) == (20, 20)
+    assert d.label == "equivalent" and d.test == "pooled-t" and (d.n_method, d.n_ref) == (20, 20)
     assert d.diff == pytest.approx(0, abs=1e-12) and d.p_diff == pytest.approx(1.0)
     se = S * math.sqrt(2 / 20)
     assert d.se == pytest.approx(se) and d.df == pytest.approx(38)
@@ -62,9 +63,10 @@ def test_equal_means_many_models_is_equivalent():
 def test_shift_3_sd_three_models_twenty_references(sign, label):
     refs, method = _pop(20), _pop(3, MU + sign * 3 * S)
     d = D.decide(method, refs, margin=D.margin_from_refs(refs, 1.5))
-    p, df = _welch_p(3, 20, 3 * S)
+    p, df = _pooled_p(3, 20, 3 * S)
     assert d.label == label and d.diff == pytest.approx(sign * 3 * S)
-    assert d.p_diff == pytest.approx(p) and p == pytest.approx(0.0227, abs=5e-4) and d.df == pytest.approx(df)
+    assert d.se == pytest.approx(S * math.sqrt(1 / 3 + 1 / 20))  # pooled sp = S: equal spreads
+    assert d.p_diff == pytest.approx(p) and p == pytest.approx(8.64e-5, rel=1e-2) and d.df == df == 21
     assert d.ci[0] > 0 if sign > 0 else d.ci[1] < 0  # the 1 - alpha interval excludes 0
     assert d.p_equiv > 0.5  # 3 sd away with a 1.5 sd margin: not equivalent either
 
@@ -74,7 +76,7 @@ def test_half_margin_shift_with_few_models_is_undetermined():
     margin = D.margin_from_refs(refs, 1.5)
     d = D.decide(_pop(2, MU + 0.5 * margin), refs, margin=margin)
     se = S * math.sqrt(1 / 2 + 1 / 4)
-    p, df = _welch_p(2, 4, 0.5 * margin)
+    p, df = _pooled_p(2, 4, 0.5 * margin)
     assert d.label == "undetermined" and d.p_diff == pytest.approx(p)
     assert d.p_equiv == pytest.approx(stats.t.cdf((0.5 * margin - margin) / se, df))  # the upper test binds
     assert d.p_diff > 0.05 and d.p_equiv > 0.05
@@ -130,7 +132,7 @@ def test_inputs_are_checked():
         D.decide(_pop(3), _pop(5), margin=float("nan"))
     with pytest.raises(ValueError, match="alpha"):
         D.decide(_pop(3), _pop(5), margin=0.02, alpha=0.7)
-    assert D.decide_means([0.4, 0.41], [0.39, 0.4, 0.42], margin=0.02).test == "welch"  # model means directly
+    assert D.decide_means([0.4, 0.41], [0.39, 0.4, 0.42], margin=0.02).test == "pooled-t"  # model means directly
 
 
 def test_as_dict_is_plain_python():
@@ -150,18 +152,21 @@ def test_holm_known_values():
 
 
 def test_decide_many_applies_holm():
-    """Alone, +3 sd with 3 models is residual (p 0.0227); in a family of three with its mirror
-    and a null method it is not (Holm: 3 x 0.0227 = 0.068)."""
+    """Alone, +1.5 sd with 3 models against 20 references is residual (pooled t, 21 df:
+    p 0.0245); in a family of three with its mirror and a null method it is not (Holm:
+    3 x 0.0245 = 0.074)."""
     refs = _pop(20)
     margin = D.margin_from_refs(refs, 1.5)
-    named = {"up": _pop(3, MU + 3 * S), "down": _pop(3, MU - 3 * S), "null": _pop(3)}
+    named = {"up": _pop(3, MU + 1.5 * S), "down": _pop(3, MU - 1.5 * S), "null": _pop(3)}
     out = D.decide_many(named, refs, margin=margin)
     assert list(out) == ["up", "down", "null"]
     p = out["up"].p_diff
-    assert p == pytest.approx(0.0227, abs=5e-4)
+    assert p == pytest.approx(_pooled_p(3, 20, 1.5 * S)[0]) and p == pytest.approx(0.0245, abs=5e-4)
     assert out["up"].p_adjusted == pytest.approx(3 * p) and out["down"].p_adjusted == pytest.approx(3 * p)
     assert out["null"].p_adjusted == pytest.approx(1.0)
-    assert [d.label for d in out.values()] == ["undetermined", "undetermined", "undetermined"]
+    # the null method is equivalent (TOST, not Holm-adjusted: p_equiv 0.012 with a 1.5 sd margin)
+    assert [d.label for d in out.values()] == ["undetermined", "undetermined", "equivalent"]
+    assert out["null"].p_equiv == pytest.approx(stats.t.sf(1.5 / math.sqrt(1 / 3 + 1 / 20), 21))
     two = D.decide_many({"up": named["up"], "big": _pop(3, MU + 10 * S)}, refs, margin=margin)
     # Holm steps down: the smallest p (big's) is multiplied by 2, the next one by 1
     assert two["big"].label == "residual" and two["big"].p_adjusted == pytest.approx(2 * two["big"].p_diff)
