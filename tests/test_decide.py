@@ -203,7 +203,7 @@ def test_display_index_undefined_when_the_anchor_is_inside_the_band():
 # ----------------------------------------------------------------- calibration: simulation
 
 
-@pytest.mark.parametrize("K, R", [(1, 5), (2, 4), (3, 10)])
+@pytest.mark.parametrize("K, R", [(1, 5), (2, 4), (3, 10), (2, 20)])
 def test_vectorised_rule_matches_decide_means(K, R):
     sim = simulate_labels(K=K, R=R, shift_sd=1.0, margin_sd=1.5, n_sim=300, seed=K * 10 + R)
     for m, r, mg, lab in zip(sim["method_means"], sim["ref_means"], sim["margin"], sim["labels"]):
@@ -220,6 +220,15 @@ def test_no_shift_false_difference_rate_is_about_alpha(K, R):
     r = simulate_rates(K=K, R=R, shift_sd=0.0, margin_sd=1.5, n_sim=2000, seed=1)
     assert r["residual"] + r["over-suppressed"] <= 0.08
     assert sum(r[k] for k in D.LABELS) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("K", [3, 2])
+def test_no_shift_false_difference_rate_at_most_alpha_small_method_group(K):
+    """The project's requirement: false residual + over-suppressed <= 5% at the default K=3,
+    R=20 (Welch's test gave 7.2% there, 11.8% at K=2); 0.06 allows the Monte Carlo error of
+    4000 experiments (sd 0.0034 at 5%)."""
+    r = simulate_rates(K=K, R=20, shift_sd=0.0, margin_sd=1.5, n_sim=4000, seed=3)
+    assert r["residual"] + r["over-suppressed"] <= 0.06
 
 
 def test_shift_3_sd_is_found_with_three_models():
