@@ -162,7 +162,7 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
         if attack_jobs and ref_names:  # the references' curves once, before the attacks share them
             cmd = [py, script("attack", ds), *common_flags(s), "-seed", str(seed), "-method", "retrain",
                    "--refs-only", *aflags]
-            refs = Job(f"attack-references:seed{seed}", cmd, s.stage_dir("mia_mu_attack", "references", 0, 0).parent,
+            refs = Job(f"attack-references:seed{seed}", cmd, s.stage_root("mia_mu_attack"),
                        [], list(ref_names), max_threads=1, if_needed=True, dataset=ds)
             jobs.append(refs)
             for j in attack_jobs:

@@ -71,7 +71,8 @@ def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
 
 
 def run_dir(setting: Setting, stage: str, name: str):
-    return setting.stage_dir(stage, "x", 0, 0).parent / name
+    """The folder of run ``name`` (a folder name, as ``--run_dirs`` gives it) of ``stage``."""
+    return setting.stage_root(stage) / name
 
 
 def missing_model_message(setting: Setting, run: str, path) -> str:

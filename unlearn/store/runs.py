@@ -10,7 +10,7 @@ from .setting import Setting
 def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
     """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
     runs = []
-    for res in setting.stage_dir("unlearning", "retrain", 0, 0).parent.glob("retrain-*/results.json"):
+    for res in setting.stage_root("unlearning").glob("retrain-*/results.json"):
         r = read_ok_results(res)
         c = (r or {}).get("config", {})
         if r and c.get("seed") == setting.seed and c.get("forget_class") == setting.forget_class \

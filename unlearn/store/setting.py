@@ -99,9 +99,14 @@ class Setting:
         suffix = settings_suffix({**self.class_extras(), **(extras or {})})
         return f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}{suffix}"
 
+    def stage_root(self, stage: str) -> Path:
+        """``forget_full_class_main/{tag}/{stage}``: where a stage's run folders (and the setting's other
+        per-stage folders: ``attack_reference``, ``salun_masks``) live."""
+        return Path(self.log_root) / "forget_full_class_main" / self.tag / stage
+
     def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
-        return (Path(self.log_root) / "forget_full_class_main" / self.tag / stage
-                / self.run_name(method, para1, para2, extras))
+        """One run's folder: :meth:`stage_root` / :meth:`run_name`."""
+        return self.stage_root(stage) / self.run_name(method, para1, para2, extras)
 
     def load_data(self, device) -> SplitData:
         return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)

@@ -74,7 +74,7 @@ def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path
 
 
 def cache_root(setting: Setting) -> Path:
-    return Path(setting.log_root) / "forget_full_class_main" / setting.tag / "attack_reference"
+    return setting.stage_root("attack_reference")
 
 
 def cache_key(material: dict) -> str:
