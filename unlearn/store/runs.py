@@ -19,6 +19,11 @@ def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
     return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]
 
 
+def newest_retrain_model(setting: Setting) -> Path | None:
+    """The ``model.pth`` of the newest finished ``retrain`` run of this class split and seed that has one."""
+    return next((f / "model.pth" for f, _ in finished_retrain_runs(setting) if (f / "model.pth").is_file()), None)
+
+
 def retrain_seconds(setting: Setting) -> float | None:
     """Seconds of the newest finished ``retrain`` run of the same setting and seed, if any."""
     runs = finished_retrain_runs(setting)

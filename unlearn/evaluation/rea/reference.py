@@ -27,7 +27,7 @@ import numpy as np
 import config
 from ...methods import pretrain_l1
 from ...store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
-from ...store.runs import finished_retrain_runs
+from ...store.runs import newest_retrain_model
 from ...store.setting import Setting
 
 CODE_VERSION = "rea-curves-2"  # bump whenever the curves a configuration gives change
@@ -40,13 +40,8 @@ def reference_seeds(n: int) -> list[int]:
 
 def find_references(setting: Setting, n: int) -> list[tuple[int, Path]]:
     """(seed, model.pth) of the newest finished ``retrain`` run for each reference seed that has one."""
-    out = []
-    for seed in reference_seeds(n):
-        path = next((f / "model.pth" for f, _ in finished_retrain_runs(replace(setting, seed=seed))
-                     if (f / "model.pth").is_file()), None)
-        if path is not None:
-            out.append((seed, path))
-    return out
+    found = ((seed, newest_retrain_model(replace(setting, seed=seed))) for seed in reference_seeds(n))
+    return [(seed, path) for seed, path in found if path is not None]
 
 
 def retrain_command(setting: Setting, seeds) -> str:
