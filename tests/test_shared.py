@@ -42,3 +42,20 @@ def test_newest_retrain_model_is_the_newest_finished_run_with_a_model(tmp_path):
     assert newest_retrain_model(s) == new / "model.pth"
     (new / "model.pth").unlink()
     assert newest_retrain_model(s) == old / "model.pth"
+
+
+def test_how_to_make_a_missing_run_is_one_command(tmp_path):
+    from unlearn.evaluation.rea.reference import retrain_command
+    from unlearn.stages.distribution import missing_model_message
+    from unlearn.store.runs import missing_unlearned_model
+
+    s, s0 = setting(tmp_path, seed=2), setting(tmp_path)
+    cmd = "python forget_full_class_main_cifar20.py --dataset Digits -net SmallCNN -method SalUn --para1 0.01 --para2 3"
+    assert s0.forget_command("-method SalUn --para1 0.01 --para2 3") == cmd
+    assert s.forget_command("-method SalUn --para1 0.01 --para2 3") == cmd + " -seed 2"
+    assert missing_unlearned_model(s, "m.pth", "-method SalUn --para1 0.01 --para2 3") == \
+        f"no unlearned model at m.pth; run: {cmd} -seed 2"
+    # the distribution stage reads the method and its parameters off the run's folder name
+    assert missing_model_message(s, "SalUn-0.01-3-seed2-1a2b3c4d", "m.pth") == \
+        f"no unlearned model at m.pth; run: {cmd} -seed 2"
+    assert retrain_command(s, [1000, 1001]).endswith("-method retrain -seed S for S in 1000 1001")

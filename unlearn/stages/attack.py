@@ -49,7 +49,7 @@ from ..methods import resolve_paras
 from ..methods.cli import extras_from_args, parser as forget_parser
 from ..store.checkpoint import atomic_write_json, atomic_write_text
 from ..store.identity import attack_extras, file_sha256, run_identity
-from ..store.runs import newest_retrain_model
+from ..store.runs import missing_unlearned_model, newest_retrain_model
 from ..store.setting import Setting, fmt_para
 
 LEVELS = ("output", "feature")
@@ -265,9 +265,8 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
     """
     path = unlearned_model_path(setting, method, para1, para2, forget_extras)
     if not path.is_file():
-        raise UsageError(f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
-                         f"{setting.dataset} -net {setting.net} -method {method} --para1 {fmt_para(para1)} "
-                         f"--para2 {fmt_para(para2)}" + (f" -seed {setting.seed}" if setting.seed else ""))
+        raise UsageError(missing_unlearned_model(
+            setting, path, f"-method {method} --para1 {fmt_para(para1)} --para2 {fmt_para(para2)}"))
     cfg.validate(setting)
     device = resolve_device(device)
     model, _ = setting.load_model(path, device, fix="rerun the forget stage")

@@ -26,6 +26,7 @@ from ..methods import get_method, resolve_paras
 from ..methods.entries import entry_settings
 from ..store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from ..store.identity import distribution_identity, is_fresh, run_identity
+from ..store.runs import missing_unlearned_model
 from ..store.setting import Setting, fmt_para
 
 
@@ -78,9 +79,8 @@ def run_dir(setting: Setting, stage: str, name: str):
 def missing_model_message(setting: Setting, run: str, path) -> str:
     """One line naming the forget command that makes the missing model (read off the run's folder name)."""
     m = re.match(r"^([^-]+)-(-?[^-]+)-(-?[^-]+)", run)
-    what = f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m else f"-method ... (run {run})"
-    return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
-            f"{setting.dataset} -net {setting.net} {what}" + (f" -seed {setting.seed}" if setting.seed else ""))
+    return missing_unlearned_model(setting, path, f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m
+                                   else f"-method ... (run {run})")
 
 
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,

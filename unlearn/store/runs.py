@@ -28,3 +28,9 @@ def retrain_seconds(setting: Setting) -> float | None:
     """Seconds of the newest finished ``retrain`` run of the same setting and seed, if any."""
     runs = finished_retrain_runs(setting)
     return runs[0][1]["time"] if runs else None
+
+
+def missing_unlearned_model(setting: Setting, path, what: str) -> str:
+    """One line for an unlearned model that is not there: where it was looked for and the forget command
+    that makes it (``what``: its ``-method M --para1 A --para2 B``, as :meth:`Setting.forget_command`)."""
+    return f"no unlearned model at {path}; run: {setting.forget_command(what)}"

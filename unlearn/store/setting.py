@@ -124,6 +124,13 @@ class Setting:
         return (f"python pretrain_model_cifar20.py --dataset {self.dataset} -net {self.net} "
                 f"-classes {self.classes}{extra}")
 
+    def forget_command(self, what: str, *, seed=None) -> str:
+        """The forget-stage command that makes a run: ``what`` names it (``-method M --para1 A --para2 B``);
+        ``-seed`` follows for ``seed`` (default: this setting's), unless it is 0."""
+        seed = self.seed if seed is None else seed
+        return (f"python forget_full_class_main_cifar20.py --dataset {self.dataset} -net {self.net} {what}"
+                + (f" -seed {seed}" if seed else ""))
+
     def load_model(self, path, device, *, fix: str = ""):
         """A model of this setting with weights from a checkpoint, checked for a match."""
         obj = load_checkpoint(path, model_name=self.net, num_classes=self.num_outputs, dataset=self.dataset, fix=fix)

@@ -48,8 +48,7 @@ def retrain_command(setting: Setting, seeds) -> str:
     """How to train missing references (the ``retrain`` parameters of config.MU_METHOD_LIST)."""
     entry = next((m for m in config.MU_METHOD_LIST.get(setting.dataset, []) if m[0] == "retrain"), None)
     paras = "".join(f" --{k} {v}" for k, v in zip(("para1", "para2"), entry[1:3] if entry else ()) if v is not None)
-    return (f"python forget_full_class_main_cifar20.py --dataset {setting.dataset} -net {setting.net} "
-            f"-method retrain{paras} -seed S for S in {' '.join(map(str, seeds))}")
+    return setting.forget_command(f"-method retrain{paras}", seed="S") + f" for S in {' '.join(map(str, seeds))}"
 
 
 def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path | None = None) -> Path:
