@@ -35,7 +35,6 @@ first seed when the checkpoint it was tuned on is unchanged (:func:`unlearn.tune
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -56,7 +55,7 @@ from ..methods.entries import entry_replay, entry_settings
 from ..methods.run import run_method
 from ..pipeline.runner import ROOT, build_jobs, job_env, run_jobs
 from ..pipeline.slurm import Array, make_executor, run_jobs_slurm, sbatch_text, slurm_parameters
-from ..store.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..store.checkpoint import atomic_write_json, atomic_write_text, save_figure
 from ..store.identity import file_sha256, fingerprint
 from ..store.runs import finished_retrain_runs
 from ..store.setting import Setting, fmt_para
@@ -567,10 +566,8 @@ def save_plots(study, folder: Path) -> list[str]:
         fig = getattr(ax, "figure", None) or ax.flat[0].figure
         fig.set_size_inches(7, 4)
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        save_figure(fig, folder / name, formats=("png",), dpi=110)
         plt.close(fig)
-        atomic_write_bytes(folder / f"{name}.png", buf.getvalue())
         written.append(f"{name}.png")
     return written
 
