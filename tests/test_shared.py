@@ -59,3 +59,18 @@ def test_how_to_make_a_missing_run_is_one_command(tmp_path):
     assert missing_model_message(s, "SalUn-0.01-3-seed2-1a2b3c4d", "m.pth") == \
         f"no unlearned model at m.pth; run: {cmd} -seed 2"
     assert retrain_command(s, [1000, 1001]).endswith("-method retrain -seed S for S in 1000 1001")
+
+
+def test_time_pct_is_against_the_retrain_run_of_the_same_seed(tmp_path):
+    import math
+
+    from unlearn.pipeline.summary import time_pct
+
+    s = setting(tmp_path, seed=1)
+    retrain = ("retrain", 0, 0, {})
+    assert math.isnan(time_pct(s, 3.0, retrain))  # no retrain run yet
+    folder = s.stage_dir("unlearning", "retrain", 0, 0)
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({"status": "ok", "time": 12.0}))
+    assert time_pct(s, 3.0, retrain) == 25.0
+    assert math.isnan(time_pct(setting(tmp_path, seed=2), 3.0, retrain))

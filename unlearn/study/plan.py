@@ -157,8 +157,7 @@ def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_over
     for seed in seeds:
         s = replace(base, seed=seed)
         c = SM.cell(s, *entry[:3], SM.run_extras(entry, attack=attack, dataset=s.dataset))
-        rt = SM.cell(s, *retrain[:3], SM.run_extras(retrain, attack=attack, dataset=s.dataset))["time"]
-        c["time_pct"] = 100 * c["time"] / rt if rt and not math.isnan(rt) else math.nan
+        c["time_pct"] = SM.time_pct(s, c["time"], retrain, attack=attack)
         c.update(_bands(s, entry, attack), seed=seed)
         c["overlap_paper"] = _paper_overlap(s, entry) if paper_overlap else math.nan
         out.append(c)
