@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import config
-from ..core.cli import base_parser, device_arg, finite_float, nonneg_int, positive_int
+from ..core.cli import add_forget_class, base_parser, device_arg, finite_float, nonneg_int, positive_int
 from ..core.engine import predict, resolve_device, seed_everything
 from ..core.errors import UsageError
 from ..core.runinfo import environment
@@ -32,7 +32,7 @@ from ..store.setting import Setting, fmt_para
 
 def parser(dataset_default: str = "Cifar20"):
     p = base_parser("Distribution metrics and t-SNE plots of unlearned models.", dataset_default)
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None)
+    add_forget_class(p)
     p.add_argument("--runs", nargs="+", default=None, metavar="METHOD:PARA1:PARA2",
                    help="unlearned runs to analyse (default: the dataset's method list in config.py)")
     p.add_argument("--run_dirs", "--run-dirs", nargs="+", default=None, metavar="FOLDER",

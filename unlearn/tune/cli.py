@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import config
-from ..core.cli import base_parser, nonneg_int, positive_float, positive_int
+from ..core.cli import add_forget_class, base_parser, nonneg_int, positive_float, positive_int
 from ..core.errors import UsageError
 from ..methods import get_method, list_methods
 from ..pipeline.slurm import add_slurm_args, cluster_options
@@ -46,7 +46,7 @@ def parser():
     p.epilog = spaces_epilog()
     p.add_argument("-method", "--method", required=True, metavar="METHOD",
                    help="a method with a search space (listed below; append _our for its _our variant)")
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None)
+    add_forget_class(p)
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None)
     p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH[:log][:int]",
                    help="override one dimension of the declared space (NAME=A,B,C for a choice); repeatable")
