@@ -74,3 +74,20 @@ def test_time_pct_is_against_the_retrain_run_of_the_same_seed(tmp_path):
     (folder / "results.json").write_text(json.dumps({"status": "ok", "time": 12.0}))
     assert time_pct(s, 3.0, retrain) == 25.0
     assert math.isnan(time_pct(setting(tmp_path, seed=2), 3.0, retrain))
+
+
+def test_one_normalisation_of_a_method_list_entry():
+    import pytest
+
+    from unlearn.core.errors import UsageError
+    from unlearn.methods import resolve_paras
+    from unlearn.methods.entries import entry_for, normalise_entry
+
+    assert normalise_entry(("SalUn", None, None)) == ("SalUn", *resolve_paras("SalUn"), {})
+    assert normalise_entry(["SalUn", 0.02, 3, None]) == ("SalUn", 0.02, 3, {})  # best.json's lists, no options
+    assert normalise_entry(("SalUn", 0.02, 3, {"mask_ratio": 0.4})) == ("SalUn", 0.02, 3, {"mask_ratio": 0.4})
+    with pytest.raises(UsageError):
+        normalise_entry(("SalUn", 0.02))
+    listed = [("baseline", 0, 0), ("retrain", 0.1, 7, {})]
+    assert entry_for("retrain", listed) == ("retrain", 0.1, 7, {})
+    assert entry_for("SalUn", listed) == normalise_entry(("SalUn", None, None))  # not listed: its defaults

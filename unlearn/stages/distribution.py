@@ -23,7 +23,7 @@ from ..core.errors import UsageError
 from ..core.runinfo import environment
 from ..evaluation import distribution as D
 from ..methods import get_method, resolve_paras
-from ..methods.entries import entry_settings
+from ..methods.entries import entry_settings, normalise_entry
 from ..store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from ..store.identity import distribution_identity, is_fresh, run_identity
 from ..store.runs import missing_unlearned_model
@@ -67,8 +67,8 @@ def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
             out.append(setting.run_name(parts[0], *parts[1:]))
         return out
 
-    return [setting.run_name(m, *resolve_paras(m, a, b), entry_settings(m, o[0] if o else None)[2])
-            for m, a, b, *o in config.MU_METHOD_LIST[setting.dataset]]
+    entries = map(normalise_entry, config.MU_METHOD_LIST[setting.dataset])
+    return [setting.run_name(m, p1, p2, entry_settings(m, opts)[2]) for m, p1, p2, opts in entries]
 
 
 def run_dir(setting: Setting, stage: str, name: str):

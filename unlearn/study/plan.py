@@ -20,8 +20,8 @@ import numpy as np
 
 import config
 from ..evaluation.distribution import paper_kde_overlap
-from ..methods import get_method, pretrain_l1, resolve_paras
-from ..methods.entries import normalise_entry
+from ..methods import get_method, pretrain_l1
+from ..methods.entries import entry_for, normalise_entry
 from ..pipeline import summary as SM
 from ..pipeline.runner import build_jobs, run_jobs
 from ..store.checkpoint import read_ok_results
@@ -85,12 +85,12 @@ def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[tup
 
     Strength 1 at the configured replay length is the grid's own run (same folder, reused).
     """
-    grid = {e[0]: e for e in grid_entries(dataset)}
+    grid = grid_entries(dataset)
     out = []
     for method, knob in TRADEOFF_METHODS.items():
         if methods is not None and method not in methods:
             continue
-        m, p1, p2, opts = grid.get(method) or (method, *resolve_paras(method), {})
+        m, p1, p2, opts = entry_for(method, grid)
         default_replay = int(opts.get("replay_epochs", get_method(method)[0].replay_epochs))
         replays = sorted({max(1, round(default_replay * f)) for f in REPLAY_FACTORS})
         for f in STRENGTHS:
@@ -152,7 +152,7 @@ def _paper_overlap(s: Setting, entry) -> float:
 def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_overlap: bool = True) -> list[dict]:
     """One dict per seed with every number of one run: the summary's cells (forget metrics, attack
     verdicts, distribution metrics, time) plus the index null bands and the paper's raw overlap."""
-    retrain = next(e for e in grid_entries(base.dataset, ()) if e[0] == "retrain")
+    retrain = entry_for("retrain", grid_entries(base.dataset, ()))
     out = []
     for seed in seeds:
         s = replace(base, seed=seed)

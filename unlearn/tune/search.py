@@ -49,9 +49,9 @@ import torch
 
 from ..core.engine import accuracy, resolve_device, seed_everything
 from ..core.errors import Diverged, UsageError
-from ..methods import (Context, Param, check_options, check_paras, check_space, get_method, pretrain_l1, resolve_paras,
+from ..methods import (Context, Param, check_options, check_paras, check_space, get_method, pretrain_l1,
                        search_space)
-from ..methods.entries import entry_replay, entry_settings
+from ..methods.entries import entry_for, entry_replay, entry_settings, normalise_entry
 from ..methods.run import run_method
 from ..pipeline.runner import ROOT, build_jobs, job_env, run_jobs
 from ..pipeline.slurm import Array, make_executor, run_jobs_slurm, sbatch_text, slurm_parameters
@@ -202,12 +202,6 @@ def entry_text(entry) -> str:
     return ", ".join([fmt_para(p1), fmt_para(p2), *extra])
 
 
-def normal_entry(entry) -> tuple:
-    method, p1, p2 = entry[:3]
-    p1, p2 = resolve_paras(method, p1, p2)
-    return (method, p1, p2, dict(entry[3]) if len(entry) > 3 and entry[3] else {})
-
-
 # ---------------------------------------------------------------- evaluating one setting in memory
 
 
@@ -243,7 +237,7 @@ class Evaluator:
 
     def run(self, entry, *, on_mid=None) -> tuple[dict, float]:
         """(metrics, seconds) of one method-list entry; raises Diverged like the forget stage."""
-        method, p1, p2, opts = normal_entry(entry)
+        method, p1, p2, opts = normalise_entry(entry)
         spec, our = get_method(method)
         options, _, _ = entry_settings(method, opts)
         replay = entry_replay(method, opts)
@@ -437,7 +431,7 @@ def plan_tasks(setting: Setting, entries, *, budget: int, sampler_seed: int, dt_
     """One task (a study to run) per tunable entry, JSON-able for workers."""
     tasks = []
     for entry in entries:
-        entry = normal_entry(entry)
+        entry = normalise_entry(entry)
         method = entry[0]
         space = (spaces or {}).get(method) or search_space(method)
         if method in NOT_TUNED or not space:
@@ -594,9 +588,8 @@ def table(rows: list[dict]) -> str:
 def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_pretrain=()) -> list:
     """Pretraining (dense and L1-sparse, as the methods need) and the retrain run of each seed: the
     grid's own commands (``unlearn.pipeline.runner.build_jobs``), so the grid reuses them."""
-    retrain = next((e for e in entries if e[0] == "retrain"), ("retrain", *resolve_paras("retrain"), {}))
-    tuned = [e for e in entries if e[0] not in NOT_TUNED]
-    jobs = build_jobs(base, methods=[normal_entry(retrain), *map(normal_entry, tuned)], seeds=list(seeds),
+    tuned = [normalise_entry(e) for e in entries if e[0] not in NOT_TUNED]
+    jobs = build_jobs(base, methods=[entry_for("retrain", entries), *tuned], seeds=list(seeds),
                       stages=["pretrain", "forget"], attack={}, extra_pretrain=list(extra_pretrain),
                       weight_path=weight_path, method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=0)
     return [j for j in jobs if j.name.startswith("pretrain") or j.name.startswith("forget:retrain-")]
@@ -612,7 +605,7 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
     through submitit (SLURM or its local executor); else they run here (``jobs`` workers).
     ``write_table``: also write the table to ``summary.md`` in the setting's folder (run.py).
     """
-    entries = [normal_entry(e) for e in entries]
+    entries = [normalise_entry(e) for e in entries]
     tunable = [e for e in entries if e[0] not in NOT_TUNED and ((spaces or {}).get(e[0]) or search_space(e[0]))]
     skipped = [e[0] for e in entries if e[0] not in NOT_TUNED and e not in tunable]
     if not tunable:
