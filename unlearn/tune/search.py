@@ -49,10 +49,10 @@ import torch
 
 from ..core.engine import accuracy, resolve_device, seed_everything
 from ..core.errors import Diverged, UsageError
-from ..methods import (Context, Param, check_options, check_paras, check_space, get_method, pretrain_l1,
+from ..methods import (Param, check_options, check_paras, check_space, get_method, pretrain_l1,
                        search_space)
 from ..methods.entries import entry_for, entry_replay, entry_settings, normalise_entry
-from ..methods.run import run_method
+from ..methods.run import method_context, run_method
 from ..pipeline.runner import ROOT, build_jobs, job_env, run_jobs
 from ..pipeline.slurm import Array, make_executor, run_jobs_slurm, sbatch_text, slurm_parameters
 from ..store.checkpoint import atomic_write_json, atomic_write_text, save_figure
@@ -248,10 +248,8 @@ class Evaluator:
         model = self.setting.new_model()
         model.load_state_dict(state)
         model.to(self.device)
-        given = options.get("batch_size")
-        ctx = Context(model=model, data=self.data, device=self.device, generator=gen, batch_size=int(given or 64),
-                      batch_size_given=given is not None, progress=False, options=dict(options),
-                      new_model=self.setting.new_model)
+        ctx = method_context(self.setting, model=model, data=self.data, device=self.device, generator=gen,
+                             options=options, progress=False)
         model, seconds, _ = run_method(spec, our, ctx, p1, p2, replay=replay, on_mid=on_mid)
         if not _finite(model):
             raise Diverged(-1, float("nan"))
