@@ -11,7 +11,9 @@ from ..methods import get_method, list_methods
 from ..methods.entries import entry_for
 from ..pipeline.slurm import add_slurm_args, cluster_options
 from ..store.setting import Setting
-from .search import NOT_TUNED, parse_space, tune
+from .search import tune
+from .space import parse_space
+from .tasks import NOT_TUNED
 
 
 def add_tune_args(p, *, trials_default: int = 20):

@@ -14,7 +14,9 @@ from ..methods import check_options, declared_options, get_method
 from ..methods.entries import normalise_entry, replay_config
 from ..store.identity import unchanged
 from ..store.setting import Setting
-from .search import NOT_TUNED, entry_text, study_folder
+from .folders import study_folder
+from .space import entry_text
+from .tasks import NOT_TUNED
 
 
 def tuned_entries(setting: Setting, entries, *, weight_path=None) -> list[tuple[tuple, str]]:
