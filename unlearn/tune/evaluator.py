@@ -5,13 +5,13 @@ import torch
 
 from ..core.engine import accuracy, resolve_device, seed_everything
 from ..core.errors import Diverged
-from ..methods import Param, check_options, check_paras, get_method, pretrain_l1
+from ..methods import check_options, check_paras, get_method, pretrain_l1
 from ..methods.entries import entry_replay, entry_settings, normalise_entry
 from ..methods.run import method_context, run_method
 from ..store.setting import Setting
 from .folders import start_checkpoint
 from .space import apply_values, suggest
-from .tasks import objective_value
+from .tasks import Task, objective_value
 
 CAUGHT = (RuntimeError, ValueError, ArithmeticError)  # errors that fail one trial, not the tuning
 
@@ -71,12 +71,12 @@ def _finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.state_dict().values() if p.is_floating_point())
 
 
-def make_objective(task: dict, evaluator: Evaluator):
+def make_objective(task: Task, evaluator: Evaluator):
     """The Optuna objective of one study (``task`` from :func:`unlearn.tune.tasks.plan_tasks`)."""
     import optuna  # lazy: start-up time
 
-    space = [Param(**{**p, "choices": tuple(p["choices"])}) for p in task["space"]]
-    entry = tuple(task["entry"])
+    space = task.params()
+    entry = tuple(task.entry)
 
     def objective(trial):
         values = suggest(trial, space)
@@ -95,11 +95,11 @@ def make_objective(task: dict, evaluator: Evaluator):
         except CAUGHT as e:  # the trial fails (Optuna's FAIL state), the study goes on
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:300])
             raise
-        value = objective_value(metrics, task["reference"], task["dt_weight"])
+        value = objective_value(metrics, task.reference, task.dt_weight)
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("seconds", seconds)
-        if metrics["d_t"] < task["collapse_d_t"]:
-            trial.set_user_attr("pruned", f"collapsed (d_t {metrics['d_t']:.1f} < {task['collapse_d_t']:.1f})")
+        if metrics["d_t"] < task.collapse_d_t:
+            trial.set_user_attr("pruned", f"collapsed (d_t {metrics['d_t']:.1f} < {task.collapse_d_t:.1f})")
             trial.report(value, 0)  # ranks it among pruned trials for the sampler
             raise optuna.TrialPruned("collapsed")
         return value

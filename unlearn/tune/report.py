@@ -5,12 +5,11 @@ import json
 import warnings
 from pathlib import Path
 
-from ..methods import Param
 from ..store.checkpoint import atomic_write_json, save_figure
 from ..store.setting import Setting
 from .space import entry_text
 from .studies import FINISHED, open_study, trial_counts
-from .tasks import OBJECTIVE, TARGET_DF, TARGET_DT_DROP
+from .tasks import OBJECTIVE, TARGET_DF, TARGET_DT_DROP, Task
 
 
 def _trial_rows(study) -> list[dict]:
@@ -48,27 +47,27 @@ def why_missed(rows: list[dict], *, d_t_min: float) -> str:
     return f"of {len(rows)} trials, " + "; ".join(parts)
 
 
-def finish(task: dict, *, wall_seconds: float | None = None, plots: bool = True) -> dict:
+def finish(task: Task, *, wall_seconds: float | None = None, plots: bool = True) -> dict:
     """Write ``best.json`` (atomically) and the history/importance PNGs of a task's study; returns best.json."""
     study = open_study(task)
     rows = _trial_rows(study)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
-    d_t_min = task["baseline_d_t"] - TARGET_DT_DROP
+    d_t_min = task.baseline_d_t - TARGET_DT_DROP
     best = min(complete, key=lambda r: r["value"]) if complete else None
     default = next((r for r in rows if r["default"]), None)
     counts = trial_counts(study)
     out = {
-        "method": task["method"], **task["setting"], "study": task["study"], "storage": task["ref"].split("#")[0],
-        "study_ref": task["ref"], "objective": OBJECTIVE, "dt_weight": task["dt_weight"],
-        "reference": task["reference"], "baseline_d_t": task["baseline_d_t"],
+        "method": task.method, **task.setting, "study": task.study, "storage": task.ref.split("#")[0],
+        "study_ref": task.ref, "objective": OBJECTIVE, "dt_weight": task.dt_weight,
+        "reference": task.reference, "baseline_d_t": task.baseline_d_t,
         "target": {"d_f_max": TARGET_DF, "d_t_min": d_t_min},
-        "space": [Param(**{**p, "choices": tuple(p["choices"])}).describe() for p in task["space"]],
-        "default_entry": task["entry"], "default": None, "entry": None, "params": None, "metrics": None,
+        "space": [p.describe() for p in task.params()],
+        "default_entry": task.entry, "default": None, "entry": None, "params": None, "metrics": None,
         "value": None, "meets_target": False, "reason": None,
         "trials": {"finished": len(rows), "complete": len(complete), "pruned": counts.get("PRUNED", 0),
-                   "failed": counts.get("FAIL", 0), "budget": task["budget"]},
+                   "failed": counts.get("FAIL", 0), "budget": task.budget},
         "seconds": round(sum(r["seconds"] for r in rows), 2),
-        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 2), "inputs": task["inputs"],
+        "wall_seconds": None if wall_seconds is None else round(wall_seconds, 2), "inputs": task.inputs,
     }
     if default:
         out["default"] = {"metrics": default["metrics"], "value": default["value"], "pruned": default["pruned"]}
@@ -82,7 +81,7 @@ def finish(task: dict, *, wall_seconds: float | None = None, plots: bool = True)
         errors = [t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
         if errors:
             out["reason"] += f"; {len(errors)} trials failed (first: {errors[0]})"
-    folder = Path(task["folder"])
+    folder = Path(task.folder)
     if plots:
         out["plots"] = save_plots(study, folder)
     atomic_write_json(folder / "best.json", out)

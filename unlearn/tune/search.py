@@ -52,7 +52,7 @@ from .folders import relative, settings_folder, study_folder
 from .report import done_text, finish, report_text
 from .studies import ensure_default, open_study
 from .tasks import NOT_TUNED, plan_tasks, reference_metrics
-from .worker import main as worker_main, run_worker, run_workers_local, run_workers_submitit
+from .worker import WorkerSpec, main as worker_main, run_worker, run_workers_local, run_workers_submitit
 
 
 def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_pretrain=()) -> list:
@@ -124,19 +124,19 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
             ensure_default(open_study(task), task)
         n_threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
         where = {"log_root": str(Path(s.log_root).resolve()), "data_root": str(Path(s.data_root).resolve())}
-        spec = {"setting": {**s.as_dict(), **where}, "device": device, "threads": n_threads, "tasks": tasks,
-                "weight_path": str(Path(weight_path).resolve()) if weight_path else None, "progress": progress}
+        spec = WorkerSpec(setting={**s.as_dict(), **where}, tasks=tuple(tasks), device=device, threads=n_threads,
+                          weight_path=str(Path(weight_path).resolve()) if weight_path else None, progress=progress)
         if cluster is not None:
             run_workers_submitit(spec, jobs, cluster)
         elif jobs > 1:
             run_workers_local(spec, jobs, settings_folder(s, weight_path))
         else:
-            run_worker({**spec, "worker": 0}, evaluator)
+            run_worker(spec, evaluator)
         results = [finish(task, plots=True) for task in tasks]
         wall = time.perf_counter() - t0
         folder = settings_folder(s, weight_path)
         text = report_text(s, results, baseline=baseline, reference=reference, wall=wall, trials=trials, jobs=jobs,
-                       skipped=skipped)
+                           skipped=skipped)
         print(text)
         if write_table:
             atomic_write_text(folder / "summary.md", text + "\n")

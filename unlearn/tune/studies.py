@@ -6,6 +6,8 @@ import logging
 import warnings
 from pathlib import Path
 
+from .tasks import Task
+
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -40,23 +42,23 @@ def finished_trials(study) -> int:
     return sum(c.get(s, 0) for s in FINISHED)
 
 
-def open_study(task: dict, *, sampler_seed: int | None = None):
+def open_study(task: Task, *, sampler_seed: int | None = None):
     import optuna  # lazy: start-up time
 
     quiet()
-    st = storage(task["storage"])
+    st = storage(task.storage)
     seed = None if sampler_seed is None else sampler_seed
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=task["startup_trials"], multivariate=True,
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=task.startup_trials, multivariate=True,
                                          constant_liar=True)
-    return optuna.create_study(study_name=task["study"], storage=st, sampler=sampler,
+    return optuna.create_study(study_name=task.study, storage=st, sampler=sampler,
                                pruner=optuna.pruners.NopPruner(), direction="minimize", load_if_exists=True)
 
 
-def ensure_default(study, task: dict):
+def ensure_default(study, task: Task):
     """Enqueue the config.py setting as a trial unless one with it finished or waits."""
     from optuna.trial import TrialState  # lazy: start-up time
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)):
         if t.user_attrs.get("default"):
             return
-    study.enqueue_trial(task["default_params"], user_attrs={"default": True})
+    study.enqueue_trial(task.default_params, user_attrs={"default": True})
