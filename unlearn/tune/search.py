@@ -76,30 +76,11 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
     ``write_table``: also write the table to ``summary.md`` in the setting's folder (run.py).
     """
     entries = [normalise_entry(e) for e in entries]
-    tunable = [e for e in entries if e[0] not in NOT_TUNED and ((spaces or {}).get(e[0]) or search_space(e[0]))]
-    skipped = [e[0] for e in entries if e[0] not in NOT_TUNED and e not in tunable]
-    if not tunable:
-        raise UsageError("no method to tune: baseline and retrain are not tuned, and the methods given declare no "
-                         "search space")
-    for e in tunable:  # spaces are checked before anything runs
-        spec, our = get_method(e[0])
-        check_space(spec, (spaces or {}).get(e[0]) or search_space(e[0]), our=our)
+    tunable, skipped = tunable_entries(entries, spaces)
     pre = prerequisite_jobs(base, entries, seeds=seeds, weight_path=weight_path, extra_pretrain=extra_pretrain)
     if dry_run:
-        print(f"# tuning {len(tunable)} method(s) x {len(seeds)} seed(s), {trials} trials each, {jobs} worker(s)"
-              + (f" through submitit ({cluster.cluster})" if cluster else ""))
-        if skipped:
-            print(f"# no search space (not tuned): {', '.join(skipped)}")
-        _run_prerequisites(pre, cluster, dry_run=True, progress=progress)
-        if cluster is not None and cluster.cluster == "slurm":
-            text = sbatch_text(cluster, Array("tune", [None] * jobs, [], []), None)
-            print(f"# tuning workers: one array of {jobs} job(s), after the runs above; sbatch options:")
-            print("".join(f"#   {x}\n" for x in text.splitlines() if x.startswith("#SBATCH")), end="")
-        for seed in seeds:
-            s = replace(base, seed=seed)
-            for e in tunable:
-                folder = study_folder(s, e[0], weight_path)
-                print(f"# tune {e[0]} seed {seed}: {relative(folder, s.log_root)} ({done_text(folder)})")
+        _print_plan(base, tunable, skipped, pre, seeds=seeds, trials=trials, jobs=jobs, weight_path=weight_path,
+                    cluster=cluster, progress=progress)
         return 0
     status = _run_prerequisites(pre, cluster, progress=progress)
     failed = {k: v for k, v in status.items() if v[0] != 0}
@@ -110,38 +91,78 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
             print(f"  {k}: {tail}", file=sys.stderr)
         return 1
     for seed in seeds:
-        s = replace(base, seed=seed)
-        t0 = time.perf_counter()
-        evaluator = Evaluator(s, weight_path=weight_path, device=device)
-        reference = reference_metrics(s)
-        if reference is None:
-            raise UsageError(f"no finished retrain run of seed {seed} for this class split under {s.log_root}; "
-                             "rerun without --dry-run")
-        baseline = evaluator.baseline()
-        tasks = plan_tasks(s, tunable, budget=trials, sampler_seed=sampler_seed, dt_weight=dt_weight,
-                           baseline=baseline, reference=reference, weight_path=weight_path, spaces=spaces)
-        for task in tasks:
-            ensure_default(open_study(task), task)
-        n_threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
-        where = {"log_root": str(Path(s.log_root).resolve()), "data_root": str(Path(s.data_root).resolve())}
-        spec = WorkerSpec(setting={**s.as_dict(), **where}, tasks=tuple(tasks), device=device, threads=n_threads,
-                          weight_path=str(Path(weight_path).resolve()) if weight_path else None, progress=progress)
-        if cluster is not None:
-            run_workers_submitit(spec, jobs, cluster)
-        elif jobs > 1:
-            run_workers_local(spec, jobs, settings_folder(s, weight_path))
-        else:
-            run_worker(spec, evaluator)
-        results = [finish(task, plots=True) for task in tasks]
-        wall = time.perf_counter() - t0
-        folder = settings_folder(s, weight_path)
-        text = report_text(s, results, baseline=baseline, reference=reference, wall=wall, trials=trials, jobs=jobs,
-                           skipped=skipped)
-        print(text)
-        if write_table:
-            atomic_write_text(folder / "summary.md", text + "\n")
-            print(f"tuning table: {folder / 'summary.md'}")
+        _tune_seed(replace(base, seed=seed), tunable, skipped, trials=trials, sampler_seed=sampler_seed,
+                   dt_weight=dt_weight, jobs=jobs, threads=threads, weight_path=weight_path, device=device,
+                   spaces=spaces, progress=progress, cluster=cluster, write_table=write_table)
     return 0
+
+
+def tunable_entries(entries, spaces=None) -> tuple[list, list[str]]:
+    """(the entries to tune, the names of those without a search space); every space checked before anything
+    runs. Baseline and retrain are never tuned."""
+    tunable = [e for e in entries if e[0] not in NOT_TUNED and ((spaces or {}).get(e[0]) or search_space(e[0]))]
+    skipped = [e[0] for e in entries if e[0] not in NOT_TUNED and e not in tunable]
+    if not tunable:
+        raise UsageError("no method to tune: baseline and retrain are not tuned, and the methods given declare no "
+                         "search space")
+    for e in tunable:
+        spec, our = get_method(e[0])
+        check_space(spec, (spaces or {}).get(e[0]) or search_space(e[0]), our=our)
+    return tunable, skipped
+
+
+def _print_plan(base: Setting, tunable, skipped, pre, *, seeds, trials, jobs, weight_path, cluster, progress):
+    """``--dry-run``: the prerequisites' commands, the workers' sbatch options and each study's folder."""
+    print(f"# tuning {len(tunable)} method(s) x {len(seeds)} seed(s), {trials} trials each, {jobs} worker(s)"
+          + (f" through submitit ({cluster.cluster})" if cluster else ""))
+    if skipped:
+        print(f"# no search space (not tuned): {', '.join(skipped)}")
+    _run_prerequisites(pre, cluster, dry_run=True, progress=progress)
+    if cluster is not None and cluster.cluster == "slurm":
+        text = sbatch_text(cluster, Array("tune", [None] * jobs, [], []), None)
+        print(f"# tuning workers: one array of {jobs} job(s), after the runs above; sbatch options:")
+        print("".join(f"#   {x}\n" for x in text.splitlines() if x.startswith("#SBATCH")), end="")
+    for seed in seeds:
+        s = replace(base, seed=seed)
+        for e in tunable:
+            folder = study_folder(s, e[0], weight_path)
+            print(f"# tune {e[0]} seed {seed}: {relative(folder, s.log_root)} ({done_text(folder)})")
+
+
+def _tune_seed(s: Setting, tunable, skipped, *, trials, sampler_seed, dt_weight, jobs, threads, weight_path, device,
+               spaces, progress, cluster, write_table):
+    """One seed: plan its studies, run the workers (submitit, ``jobs`` processes or here), write and print the
+    table."""
+    t0 = time.perf_counter()
+    evaluator = Evaluator(s, weight_path=weight_path, device=device)
+    reference = reference_metrics(s)
+    if reference is None:
+        raise UsageError(f"no finished retrain run of seed {s.seed} for this class split under {s.log_root}; "
+                         "rerun without --dry-run")
+    baseline = evaluator.baseline()
+    tasks = plan_tasks(s, tunable, budget=trials, sampler_seed=sampler_seed, dt_weight=dt_weight,
+                       baseline=baseline, reference=reference, weight_path=weight_path, spaces=spaces)
+    for task in tasks:
+        ensure_default(open_study(task), task)
+    n_threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    where = {"log_root": str(Path(s.log_root).resolve()), "data_root": str(Path(s.data_root).resolve())}
+    spec = WorkerSpec(setting={**s.as_dict(), **where}, tasks=tuple(tasks), device=device, threads=n_threads,
+                      weight_path=str(Path(weight_path).resolve()) if weight_path else None, progress=progress)
+    if cluster is not None:
+        run_workers_submitit(spec, jobs, cluster)
+    elif jobs > 1:
+        run_workers_local(spec, jobs, settings_folder(s, weight_path))
+    else:
+        run_worker(spec, evaluator)
+    results = [finish(task, plots=True) for task in tasks]
+    wall = time.perf_counter() - t0
+    folder = settings_folder(s, weight_path)
+    text = report_text(s, results, baseline=baseline, reference=reference, wall=wall, trials=trials, jobs=jobs,
+                       skipped=skipped)
+    print(text)
+    if write_table:
+        atomic_write_text(folder / "summary.md", text + "\n")
+        print(f"tuning table: {folder / 'summary.md'}")
 
 
 def _run_prerequisites(jobs, cluster, *, dry_run=False, progress=True):
