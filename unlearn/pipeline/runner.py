@@ -349,64 +349,88 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
         return status
     gpus = visible_gpus()
     cores = os.cpu_count() or 1
-    threads = max(1, cores // n_jobs)
     batch = n_jobs == 1 if batch is None else batch
-    units = _units(pending, batch, split=1 if gpus else cores)
-    unfinished = {j.name for j in pending}
-    free_gpus = [gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else []
-    free_cores = cores
-    bar = tqdm(total=len(pending), desc="runs", disable=not progress)
-    running = {}
-
-    def cap(unit) -> int:
-        return min([j.max_threads for j in unit if j.max_threads] or [threads])
-
-    def ready(unit) -> bool:
-        names = {j.name for j in unit}
-        return not any(d in unfinished and d not in names for j in unit for d in j.deps)
-
+    sched = _Schedule(status=status, units=_units(pending, batch, split=1 if gpus else cores),
+                      unfinished={j.name for j in pending}, gpus=gpus,
+                      free_gpus=[gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else [], free_cores=cores,
+                      threads=max(1, cores // n_jobs), bar=tqdm(total=len(pending), desc="runs", disable=not progress))
     with ThreadPoolExecutor(max_workers=max(n_jobs, cores)) as pool:
-        while units or running:
-            before = len(units)
-            for unit in list(units):
-                if not ready(unit):
-                    continue
-                if gpus and not free_gpus:
-                    break
-                n = 0
-                if not gpus:
-                    waiting = sum(ready(u) for u in units)
-                    n = min(cap(unit), max(1, free_cores // max(waiting, 1)))
-                    if n > free_cores:
-                        continue
-                units.remove(unit)
-                go = []
-                for j in unit:
-                    failed = [] if j.soft_deps else [d for d in j.deps if status.get(d, (0,))[0] != 0]
-                    if failed:
-                        status[j.name] = (1, f"skipped: {failed[0]} failed")
-                        unfinished.discard(j.name)
-                        bar.update()
-                    else:
-                        go.append(j)
-                if go:
-                    gpu = free_gpus.pop(0) if gpus else None
-                    free_cores -= n
-                    running[pool.submit(_execute, go, gpu, max(n, 1))] = (go, gpu, n)
-            if not running:
-                if len(units) == before:
+        while sched.units or sched.running:
+            before = len(sched.units)
+            sched.start_ready(pool)
+            if not sched.running:
+                if len(sched.units) == before:
                     raise RuntimeError("no job can start: the job graph has a dependency cycle")
                 continue
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in finished:
-                _, gpu, n = running.pop(f)
-                free_cores += n
-                if gpu is not None:
-                    free_gpus.append(gpu)
-                for name, rc, tail in f.result():
-                    status[name] = (rc, tail)
-                    unfinished.discard(name)
-                    bar.update()
-                    bar.set_postfix_str(name[:40])
-    bar.close()
+            finished, _ = wait(list(sched.running), return_when=FIRST_COMPLETED)
+            sched.collect(finished)
+    sched.bar.close()
     return status
+
+
+@dataclass
+class _Schedule:
+    """:func:`run_jobs`'s state: the units (processes) still to start, those running, the free GPUs and cores."""
+
+    status: dict
+    units: list
+    unfinished: set
+    gpus: list
+    free_gpus: list
+    free_cores: int
+    threads: int  # threads of a process at most (cores / n_jobs)
+    bar: object
+    running: dict = field(default_factory=dict)  # future -> (jobs, gpu, cores)
+
+    def cap(self, unit) -> int:
+        return min([j.max_threads for j in unit if j.max_threads] or [self.threads])
+
+    def ready(self, unit) -> bool:
+        names = {j.name for j in unit}
+        return not any(d in self.unfinished and d not in names for j in unit for d in j.deps)
+
+    def start_ready(self, pool):
+        """Start every unit whose dependencies have finished, while GPUs (or cores) are free."""
+        for unit in list(self.units):
+            if not self.ready(unit):
+                continue
+            if self.gpus and not self.free_gpus:
+                break
+            n = 0
+            if not self.gpus:
+                waiting = sum(self.ready(u) for u in self.units)
+                n = min(self.cap(unit), max(1, self.free_cores // max(waiting, 1)))
+                if n > self.free_cores:
+                    continue
+            self.units.remove(unit)
+            go = self.without_failed_deps(unit)
+            if go:
+                gpu = self.free_gpus.pop(0) if self.gpus else None
+                self.free_cores -= n
+                self.running[pool.submit(_execute, go, gpu, max(n, 1))] = (go, gpu, n)
+
+    def without_failed_deps(self, unit) -> list[Job]:
+        """The unit's jobs whose dependencies did not fail (unless soft); the others are marked skipped."""
+        go = []
+        for j in unit:
+            failed = [] if j.soft_deps else [d for d in j.deps if self.status.get(d, (0,))[0] != 0]
+            if failed:
+                self.status[j.name] = (1, f"skipped: {failed[0]} failed")
+                self.unfinished.discard(j.name)
+                self.bar.update()
+            else:
+                go.append(j)
+        return go
+
+    def collect(self, finished):
+        """Record finished units' results and free their GPU and cores."""
+        for f in finished:
+            _, gpu, n = self.running.pop(f)
+            self.free_cores += n
+            if gpu is not None:
+                self.free_gpus.append(gpu)
+            for name, rc, tail in f.result():
+                self.status[name] = (rc, tail)
+                self.unfinished.discard(name)
+                self.bar.update()
+                self.bar.set_postfix_str(name[:40])
