@@ -1,8 +1,17 @@
 """Helpers written once and shared by several stages (issue 20): each checked where it lives."""
 import json
+import math
 import os
 
-from unlearn.store.runs import finished_retrain_runs, newest_retrain_model
+import pytest
+
+from unlearn.core.errors import UsageError
+from unlearn.evaluation.rea.reference import retrain_command
+from unlearn.methods import resolve_paras
+from unlearn.methods.entries import entry_for, normalise_entry
+from unlearn.pipeline.summary import time_pct
+from unlearn.stages.distribution import missing_model_message
+from unlearn.store.runs import finished_retrain_runs, missing_unlearned_model, newest_retrain_model
 from unlearn.store.setting import Setting
 
 
@@ -45,10 +54,6 @@ def test_newest_retrain_model_is_the_newest_finished_run_with_a_model(tmp_path):
 
 
 def test_how_to_make_a_missing_run_is_one_command(tmp_path):
-    from unlearn.evaluation.rea.reference import retrain_command
-    from unlearn.stages.distribution import missing_model_message
-    from unlearn.store.runs import missing_unlearned_model
-
     s, s0 = setting(tmp_path, seed=2), setting(tmp_path)
     cmd = "python forget_full_class_main_cifar20.py --dataset Digits -net SmallCNN -method SalUn --para1 0.01 --para2 3"
     assert s0.forget_command("-method SalUn --para1 0.01 --para2 3") == cmd
@@ -62,10 +67,6 @@ def test_how_to_make_a_missing_run_is_one_command(tmp_path):
 
 
 def test_time_pct_is_against_the_retrain_run_of_the_same_seed(tmp_path):
-    import math
-
-    from unlearn.pipeline.summary import time_pct
-
     s = setting(tmp_path, seed=1)
     retrain = ("retrain", 0, 0, {})
     assert math.isnan(time_pct(s, 3.0, retrain))  # no retrain run yet
@@ -77,12 +78,6 @@ def test_time_pct_is_against_the_retrain_run_of_the_same_seed(tmp_path):
 
 
 def test_one_normalisation_of_a_method_list_entry():
-    import pytest
-
-    from unlearn.core.errors import UsageError
-    from unlearn.methods import resolve_paras
-    from unlearn.methods.entries import entry_for, normalise_entry
-
     assert normalise_entry(("SalUn", None, None)) == ("SalUn", *resolve_paras("SalUn"), {})
     assert normalise_entry(["SalUn", 0.02, 3, None]) == ("SalUn", 0.02, 3, {})  # best.json's lists, no options
     assert normalise_entry(("SalUn", 0.02, 3, {"mask_ratio": 0.4})) == ("SalUn", 0.02, 3, {"mask_ratio": 0.4})
