@@ -2,7 +2,7 @@
 
 Output: log_files/forget_full_class_main/{net}-{dataset}-{classes}/salun_masks/mask_{ratio}.pt
 """
-from unlearn.core.cli import base_parser, device_arg
+from unlearn.core.cli import add_forget_class, base_parser, device_arg
 from unlearn.methods.salun import write_mask
 from unlearn.store.setting import Setting, run_cli
 
@@ -11,8 +11,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
     p = base_parser("Compute SalUn's weight saliency mask for the forget class.", dataset_default)
     p.add_argument("--mask_ratio", "--mask-ratio", type=float, default=0.5,
                    help="fraction of parameters kept (largest |forget-loss gradient|, one global threshold)")
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None,
-                   help="class to forget, as a dataset label (default from config.py)")
+    add_forget_class(p)
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
                    help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
     args = p.parse_args(argv)

@@ -69,11 +69,12 @@ def test_aggregates_match_the_runs(tiny):
     assert next(r for r in SR.claim2_rows(data["grid"]) if r["method"] == "OUR")["against"] == "retrain"
     # the trade-off sweep: 5 strengths + 2 other replay lengths of OUR, at seed 0
     sweep = data["tradeoff"]
-    assert len(sweep) == 7 and {p[2] for p in sweep} == set(ST.STRENGTHS)
-    for method, p1, f, r, cs in sweep:
-        e = next(x for x in ST.tradeoff_entries("Digits", "cross", ("OUR",)) if x[1] == p1 and x[5] == r)
-        assert cs[0]["d_t"] == _load(base, 0, "unlearning", e)["metrics"]["d_t"]
-        assert _load(base, 0, "unlearning", e)["config"]["replay"]["epochs"] == r
+    assert len(sweep) == 7 and {p.strength for p in sweep} == set(ST.STRENGTHS)
+    for row in sweep:
+        e = next(x.entry for x in ST.tradeoff_entries("Digits", "cross", ("OUR",))
+                 if x.entry[1] == row.value and x.replay == row.replay)
+        assert row.cells[0]["d_t"] == _load(base, 0, "unlearning", e)["metrics"]["d_t"]
+        assert _load(base, 0, "unlearning", e)["config"]["replay"]["epochs"] == row.replay
 
 
 def test_verdict_rules_and_the_document_rebuild_identically(tiny):

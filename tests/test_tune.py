@@ -15,7 +15,10 @@ from conftest import ROOT
 from unlearn.core.errors import UsageError
 from unlearn.methods import check_space, get_method, list_methods, param, register_method, search_space
 from unlearn.store.setting import Setting
-from unlearn.tune.search import default_values, normal_entry, study_folder, tune
+from unlearn.methods.entries import normalise_entry as normal_entry
+from unlearn.tune.folders import study_folder
+from unlearn.tune.search import tune
+from unlearn.tune.space import default_values
 from unlearn.tune.grid import tuned_entries
 
 PRETRAIN = ["--pretrain-epochs", "8"]  # a quick model: what is tested is the machinery, not the numbers

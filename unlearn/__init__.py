@@ -18,8 +18,11 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   ``attack``, ``distribution``), run by the top-level scripts (``forget_full_class_main_*.py`` ...).
 * ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``),
   the summary tables (``summary``).
-* ``tune/``: tuning a method's settings (``search``: the Optuna search; ``grid``: which tuned setting
-  a grid run gets; ``cli``: tune_method.py and run.py's tuning flags).
+* ``tune/``: tuning a method's settings (``search``: the whole tuning, on ``folders`` (where studies
+  live), ``space`` (search spaces and the settings in them), ``tasks`` (one study per method),
+  ``studies`` (Optuna's storage), ``evaluator`` (a setting run in memory), ``worker`` and ``report``
+  (best.json, plots, the table); ``grid``: which tuned setting a grid run gets; ``cli``: tune_method.py
+  and run.py's tuning flags).
 * ``study/``: the reproduction study (``plan``, ``report``, ``cli``; studies/reproduction.py).
 * ``launcher.py``: run.py's command line, on top of everything.
 

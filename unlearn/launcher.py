@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import config
-from .core.cli import Parser, nonneg_int, positive_int
+from .core.cli import Parser, add_forget_class, nonneg_int, positive_int
 from .core.errors import UsageError
 from .methods import pretrain_l1
 from .methods.entries import normalise_entry
@@ -28,7 +28,7 @@ def parser(defaults: dict):
     p.add_argument("-dataset", "--dataset", default=defaults["dataset"])
     p.add_argument("-net", "--net", default=defaults["net"])
     p.add_argument("-classes", "--classes", type=int, default=defaults["classes"])
-    p.add_argument("--forget_class", "--forget-class", type=int, default=defaults["forget_class"])
+    add_forget_class(p, defaults["forget_class"])
     p.add_argument("--ood_classes", "--ood-classes", type=nonneg_int, nargs="+", default=defaults.get("ood_classes"),
                    help="classes held out as OOD (default from config.py)")
     p.add_argument("--seeds", type=nonneg_int, nargs="+", default=defaults["seeds"])

@@ -67,6 +67,13 @@ def base_parser(description: str, dataset_default: str) -> argparse.ArgumentPars
     return p
 
 
+def add_forget_class(p, default=None):
+    """``--forget_class`` / ``--forget-class``, declared once for every script that takes it (the forget and
+    attack stages, the distribution stage, generate_mask.py, tune_method.py, run.py)."""
+    return p.add_argument("--forget_class", "--forget-class", type=int, default=default,
+                          help="class to forget, as a dataset label (default from config.py)")
+
+
 def device_arg(args) -> str:
     """The device flag, honouring the paper's ``-gpu``; also applies ``--threads``."""
     if getattr(args, "threads", None):

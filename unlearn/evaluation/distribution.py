@@ -425,10 +425,6 @@ def _new_figure(figsize=(6.0, 5.0)):
     return fig
 
 
-def _save_atomic(fig, stem) -> None:
-    save_figure(fig, stem, bbox_inches="tight")
-
-
 def _class_name(c, class_names) -> str:
     if class_names is None:
         return f"class {c}"
@@ -488,7 +484,7 @@ def plot_tsne(stem, points, labels, forget_cls, *,
             h.set_alpha(1.0)
         except AttributeError:
             pass
-    _save_atomic(fig, stem)
+    save_figure(fig, stem, bbox_inches="tight")
 
 
 def plot_overlap(stem, result: OverlapResult, *, title: str = "") -> None:
@@ -522,4 +518,4 @@ def plot_overlap(stem, result: OverlapResult, *, title: str = "") -> None:
     ax.set_title(f"{title}\n{head}" if title else head)
     ax.set_xlabel("dim 1")
     ax.set_ylabel("dim 2")
-    _save_atomic(fig, stem)
+    save_figure(fig, stem, bbox_inches="tight")

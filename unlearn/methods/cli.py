@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..core.cli import base_parser, finite_float, nonneg_float, nonneg_int, positive_float
+from ..core.cli import (add_forget_class, base_parser, finite_float, nonneg_float, nonneg_int,
+                        positive_float)
 from ..core.errors import UsageError
 from . import get_method, list_methods
 from .entries import forget_extras, replay_config
@@ -37,8 +38,7 @@ def parser(dataset_default: str):
     p.formatter_class = _RawEpilogFormatter
     p.add_argument("-method", "--method", required=True, choices=list_methods(), metavar="METHOD",
                    help="one of: " + ", ".join(list_methods()))
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None,
-                   help="class to forget, as a dataset label (default from config.py)")
+    add_forget_class(p)
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
                    help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
     p.add_argument("--para1", type=finite_float, default=None, help="first method parameter (usually the learning rate)")

@@ -15,12 +15,20 @@ def normalise_entry(entry) -> tuple:
     """A ``mu_method_list`` entry ``(method, para1, para2[, {option: value}])`` as a 4-tuple.
 
     ``None`` parameters become the method's defaults (over-unlearning defaults for
-    ``_our``), exactly as the forget stage resolves them, so folder names agree.
+    ``_our``), exactly as the forget stage resolves them, so folder names agree; ``None``
+    options are none. The one normalisation of an entry: run.py, the tuner (and the entries
+    its ``best.json`` records), the study and the distribution stage's default runs.
     """
     if len(entry) not in (3, 4):
         raise UsageError(f"mu_method_list entry {entry!r} must be (method, para1, para2[, options])")
     p1, p2 = resolve_paras(entry[0], entry[1], entry[2])
-    return (entry[0], p1, p2, dict(entry[3]) if len(entry) == 4 else {})
+    return (entry[0], p1, p2, dict(entry[3] or {}) if len(entry) == 4 else {})
+
+
+def entry_for(method: str, entries) -> tuple:
+    """The normalised entry of ``method`` in the method list ``entries``, else ``method`` at its defaults."""
+    found = next((e for e in entries if e[0] == method), None)
+    return normalise_entry(found if found is not None else (method, None, None))
 
 
 def replay_config(spec, *, epochs=None, lr=None, l1=None) -> tuple[ReplayConfig, dict]:

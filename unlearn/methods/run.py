@@ -3,8 +3,21 @@ from __future__ import annotations
 
 import time
 
+from ..store.setting import Setting
 from . import Context
 from .our2024 import ReplayConfig, run_our
+
+DEFAULT_BATCH_SIZE = 64
+
+
+def method_context(setting: Setting, *, model, data, device, generator, options: dict, batch_size=None,
+                   progress: bool = True) -> Context:
+    """The Context a method runs on, for the forget stage and the tuner's in-memory trials alike: the batch
+    size given (``-b``, else ``--opt batch_size``; else 64, and the method may use its own), the options."""
+    given = batch_size or options.get("batch_size")
+    return Context(model=model, data=data, device=device, generator=generator,
+                   batch_size=int(given or DEFAULT_BATCH_SIZE), batch_size_given=given is not None, progress=progress,
+                   options=dict(options), new_model=setting.new_model)
 
 
 def run_method(spec, our: bool, ctx: Context, para1, para2, *, replay: ReplayConfig, on_mid=None):

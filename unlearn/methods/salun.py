@@ -99,8 +99,7 @@ def mask_path_for(setting, ratio: float) -> Path:
     """
     suffix = "" if setting.forget_class == config.DATASETS[setting.dataset]["forget_class"] else \
         f"-forget{setting.forget_class}"
-    return (Path(setting.log_root) / "forget_full_class_main" / setting.tag / "salun_masks"
-            / f"mask_{fmt_para(float(ratio))}{suffix}.pt")
+    return setting.stage_root("salun_masks") / f"mask_{fmt_para(float(ratio))}{suffix}.pt"
 
 
 def write_mask(setting, *, ratio: float, weight_path=None, device="auto", batch_size: int = 256) -> Path:

@@ -88,6 +88,10 @@ def _attack_flags(attack: dict) -> list[str]:
     return out
 
 
+def _weight_flags(weight_path) -> list[str]:
+    return ["-weight_path", str(weight_path)] if weight_path else []
+
+
 def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pretrain: list[str] = (),
                method_l1=None, weight_path=None, retrain_refs: int = 0, force: bool = False) -> list[Job]:
     """The graph: pretrain (dense and, if needed, L1-sparse) -> forget -> attack and distribution.
@@ -97,81 +101,120 @@ def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pre
     per seed one job that computes their relearning curves before the attacks.
     ``force`` makes the distribution stage recompute runs it would otherwise reuse.
     """
-    py = sys.executable
-    ds = base.dataset
-    jobs: list[Job] = []
-    l1s = sorted({method_l1(m[0]) for m in methods} - {0.0}) if method_l1 else []
-    pre_names = []
-    if "pretrain" in stages and weight_path is None:
-        for l1 in [0.0, *l1s]:
-            d = base.pretrain_dir(l1)
-            cmd = [py, script("pretrain", ds), *common_flags(base, classes=False), *extra_pretrain]
-            cmd += ["--l1", str(l1)] if l1 else []
-            jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, [d / "results.json"], dataset=ds))
-            pre_names.append(jobs[-1].name)
-    wp = ["-weight_path", str(weight_path)] if weight_path else []
+    jobs = pretrain_jobs(base, methods, stages=stages, extra_pretrain=extra_pretrain, method_l1=method_l1,
+                         weight_path=weight_path)
+    pre = [j.name for j in jobs]
     retrain = next((m for m in methods if m[0] == "retrain"), None)
-
-    def forget_job(s: Setting, method, p1, p2, opts) -> tuple[Job, list[str], dict]:
-        opts, replay_flags, extras = entry_settings(method, opts, weight_path=weight_path)
-        base_cmd = [*common_flags(s), "-seed", str(s.seed), "-method", method,
-                    *[x for k, v in opts.items() for x in ("--opt", f"{k}={json.dumps(v)}")],
-                    *(["--para1", str(p1)] if p1 is not None else []),
-                    *(["--para2", str(p2)] if p2 is not None else []), *replay_flags]
-        fdir = s.stage_dir("unlearning", method, p1, p2, extras)
-        job = Job(f"forget:{s.run_name(method, p1, p2, extras)}", [py, script("forget", ds), *base_cmd, *wp], fdir,
-                  [fdir / "results.json"], list(pre_names), group=f"forget:seed{s.seed}", dataset=ds)
-        return job, base_cmd, extras
-
-    ref_names = []
+    refs = []
     if retrain is not None and retrain_refs > 0 and "attack" in stages:
-        for r in range(retrain_refs):
-            s = replace(base, seed=getattr(config, "REFERENCE_SEED_BASE", 1000) + r)
-            job, _, _ = forget_job(s, *retrain)
-            job.group = "forget:references"
-            if "forget" in stages:
-                jobs.append(job)
-            ref_names.append(job.name)
-    aflags = _attack_flags(attack)
-    a_extras = attack_extras(ds, attack)
+        refs = reference_jobs(base, retrain, retrain_refs, weight_path=weight_path, deps=pre)
+        if "forget" in stages:
+            jobs += refs
     for seed in seeds:
-        s = replace(base, seed=seed)
-        attack_jobs, dist_jobs = [], []
-        retrain_name = forget_job(s, *retrain)[0].name if retrain is not None else None
-        for method, p1, p2, opts in methods:
-            job, base_cmd, extras = forget_job(s, method, p1, p2, opts)
-            if "forget" in stages:
-                jobs.append(job)
-            if "attack" in stages:
-                adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **a_extras})
-                deps = [job.name, *ref_names]
-                if retrain_name is not None and method != "retrain":
-                    deps.append(retrain_name)
-                attack_jobs.append(Job(f"attack:{adir.name}", [py, script("attack", ds), *base_cmd, *wp, *aflags],
-                                       adir, [adir / "results.json"], deps, group=f"attack:seed{seed}", max_threads=1,
-                                       dataset=ds))
-            if "distribution" in stages:
-                name = s.run_name(method, p1, p2, extras)
-                vdir = s.stage_dir("visualization", method, p1, p2, extras)
-                points = str(config.DISTRIBUTION_MAX_POINTS.get(ds, 5000))
-                cmd = [py, script("distribution", ds), *common_flags(s), "-seed", str(seed),
-                       *([] if force else ["--skip-done"]), "--max-points", points, "--run_dirs", name]
-                dist_jobs.append(Job(f"distribution:{name}", cmd, vdir, [vdir / "results.json"], [job.name],
-                                     group=f"distribution:seed{seed}", dataset=ds,
-                                     identity_argv=distribution_identity(name, max_points=points)))
-        if attack_jobs and ref_names:  # the references' curves once, before the attacks share them
-            cmd = [py, script("attack", ds), *common_flags(s), "-seed", str(seed), "-method", "retrain",
-                   "--refs-only", *aflags]
-            refs = Job(f"attack-references:seed{seed}", cmd, s.stage_dir("mia_mu_attack", "references", 0, 0).parent,
-                       [], list(ref_names), max_threads=1, if_needed=True, dataset=ds)
-            jobs.append(refs)
-            for j in attack_jobs:
-                j.deps.append(refs.name)
-        jobs += attack_jobs + dist_jobs
+        jobs += seed_jobs(replace(base, seed=seed), methods, stages=stages, attack=attack, weight_path=weight_path,
+                          pre=pre, refs=[j.name for j in refs], retrain=retrain, force=force)
     names = {j.name for j in jobs}
     for j in jobs:  # a dependency outside the requested stages is assumed to exist already
         j.deps = [d for d in j.deps if d in names]
     return jobs
+
+
+def pretrain_jobs(base: Setting, methods, *, stages, extra_pretrain=(), method_l1=None, weight_path=None) -> list[Job]:
+    """Pretraining, dense and L1-sparse as the methods need (``method_l1``); none from a given checkpoint."""
+    if "pretrain" not in stages or weight_path is not None:
+        return []
+    l1s = sorted({method_l1(m[0]) for m in methods} - {0.0}) if method_l1 else []
+    jobs = []
+    for l1 in [0.0, *l1s]:
+        d = base.pretrain_dir(l1)
+        cmd = [sys.executable, script("pretrain", base.dataset), *common_flags(base, classes=False), *extra_pretrain]
+        cmd += ["--l1", str(l1)] if l1 else []
+        jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, [d / "results.json"],
+                        dataset=base.dataset))
+    return jobs
+
+
+def forget_job(s: Setting, entry, *, weight_path=None, deps=()) -> tuple[Job, list[str], dict]:
+    """The forget run of a method-list entry at ``s``'s seed: (its job, the stage flags the attack repeats,
+    the folder extras)."""
+    method, p1, p2, opts = entry
+    opts, replay_flags, extras = entry_settings(method, opts, weight_path=weight_path)
+    flags = [*common_flags(s), "-seed", str(s.seed), "-method", method,
+             *[x for k, v in opts.items() for x in ("--opt", f"{k}={json.dumps(v)}")],
+             *(["--para1", str(p1)] if p1 is not None else []),
+             *(["--para2", str(p2)] if p2 is not None else []), *replay_flags]
+    fdir = s.stage_dir("unlearning", method, p1, p2, extras)
+    job = Job(f"forget:{s.run_name(method, p1, p2, extras)}",
+              [sys.executable, script("forget", s.dataset), *flags, *_weight_flags(weight_path)], fdir,
+              [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}", dataset=s.dataset)
+    return job, flags, extras
+
+
+def reference_jobs(base: Setting, retrain, n: int, *, weight_path=None, deps=()) -> list[Job]:
+    """The attack's reference population: ``n`` runs of the ``retrain`` entry with seeds
+    ``config.REFERENCE_SEED_BASE + r``, trained once and shared by every seed."""
+    jobs = []
+    for r in range(n):
+        s = replace(base, seed=getattr(config, "REFERENCE_SEED_BASE", 1000) + r)
+        job, _, _ = forget_job(s, retrain, weight_path=weight_path, deps=deps)
+        job.group = "forget:references"
+        jobs.append(job)
+    return jobs
+
+
+def seed_jobs(s: Setting, methods, *, stages, attack: dict, weight_path=None, pre=(), refs=(), retrain=None,
+              force: bool = False) -> list[Job]:
+    """One seed's jobs: its forget runs, the references' curves (when an attack shares them), its attacks (after
+    the retrain run of the seed and the references) and its distribution runs."""
+    forget, attacks, dists = [], [], []
+    retrain_name = forget_job(s, retrain, weight_path=weight_path)[0].name if retrain is not None else None
+    for entry in methods:
+        job, flags, extras = forget_job(s, entry, weight_path=weight_path, deps=pre)
+        forget.append(job)
+        if "attack" in stages:
+            deps = [job.name, *refs, *([retrain_name] if retrain_name is not None and entry[0] != "retrain" else [])]
+            attacks.append(attack_job(s, entry, flags, extras, attack=attack, weight_path=weight_path, deps=deps))
+        if "distribution" in stages:
+            dists.append(distribution_job(s, entry, extras, deps=[job.name], force=force))
+    jobs = forget if "forget" in stages else []
+    if attacks and refs:  # the references' curves once, before the attacks share them
+        curves = reference_curves_job(s, attack, deps=refs)
+        jobs.append(curves)
+        for j in attacks:
+            j.deps.append(curves.name)
+    return jobs + attacks + dists
+
+
+def attack_job(s: Setting, entry, forget_flags: list[str], extras: dict, *, attack: dict, weight_path=None,
+               deps=()) -> Job:
+    """The attack on an entry's forget run: the forget run's flags, then the attack's (``attack``)."""
+    method, p1, p2, _ = entry
+    adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **attack_extras(s.dataset, attack)})
+    cmd = [sys.executable, script("attack", s.dataset), *forget_flags, *_weight_flags(weight_path),
+           *_attack_flags(attack)]
+    return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}",
+               max_threads=1, dataset=s.dataset)
+
+
+def distribution_job(s: Setting, entry, extras: dict, *, deps=(), force: bool = False) -> Job:
+    """The distribution stage on an entry's forget run (reusing fresh results unless ``force``)."""
+    method, p1, p2, _ = entry
+    name = s.run_name(method, p1, p2, extras)
+    vdir = s.stage_dir("visualization", method, p1, p2, extras)
+    points = str(config.DISTRIBUTION_MAX_POINTS.get(s.dataset, 5000))
+    cmd = [sys.executable, script("distribution", s.dataset), *common_flags(s), "-seed", str(s.seed),
+           *([] if force else ["--skip-done"]), "--max-points", points, "--run_dirs", name]
+    return Job(f"distribution:{name}", cmd, vdir, [vdir / "results.json"], list(deps),
+               group=f"distribution:seed{s.seed}", dataset=s.dataset,
+               identity_argv=distribution_identity(name, max_points=points))
+
+
+def reference_curves_job(s: Setting, attack: dict, *, deps=()) -> Job:
+    """The references' relearning curves for ``s``'s seed: a helper job, run only when an attack needing it runs."""
+    cmd = [sys.executable, script("attack", s.dataset), *common_flags(s), "-seed", str(s.seed), "-method", "retrain",
+           "--refs-only", *_attack_flags(attack)]
+    return Job(f"attack-references:seed{s.seed}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
+               if_needed=True, dataset=s.dataset)
 
 
 def pending_jobs(jobs: list[Job], force: bool) -> list[Job]:
@@ -306,64 +349,88 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
         return status
     gpus = visible_gpus()
     cores = os.cpu_count() or 1
-    threads = max(1, cores // n_jobs)
     batch = n_jobs == 1 if batch is None else batch
-    units = _units(pending, batch, split=1 if gpus else cores)
-    unfinished = {j.name for j in pending}
-    free_gpus = [gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else []
-    free_cores = cores
-    bar = tqdm(total=len(pending), desc="runs", disable=not progress)
-    running = {}
-
-    def cap(unit) -> int:
-        return min([j.max_threads for j in unit if j.max_threads] or [threads])
-
-    def ready(unit) -> bool:
-        names = {j.name for j in unit}
-        return not any(d in unfinished and d not in names for j in unit for d in j.deps)
-
+    sched = _Schedule(status=status, units=_units(pending, batch, split=1 if gpus else cores),
+                      unfinished={j.name for j in pending}, gpus=gpus,
+                      free_gpus=[gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else [], free_cores=cores,
+                      threads=max(1, cores // n_jobs), bar=tqdm(total=len(pending), desc="runs", disable=not progress))
     with ThreadPoolExecutor(max_workers=max(n_jobs, cores)) as pool:
-        while units or running:
-            before = len(units)
-            for unit in list(units):
-                if not ready(unit):
-                    continue
-                if gpus and not free_gpus:
-                    break
-                n = 0
-                if not gpus:
-                    waiting = sum(ready(u) for u in units)
-                    n = min(cap(unit), max(1, free_cores // max(waiting, 1)))
-                    if n > free_cores:
-                        continue
-                units.remove(unit)
-                go = []
-                for j in unit:
-                    failed = [] if j.soft_deps else [d for d in j.deps if status.get(d, (0,))[0] != 0]
-                    if failed:
-                        status[j.name] = (1, f"skipped: {failed[0]} failed")
-                        unfinished.discard(j.name)
-                        bar.update()
-                    else:
-                        go.append(j)
-                if go:
-                    gpu = free_gpus.pop(0) if gpus else None
-                    free_cores -= n
-                    running[pool.submit(_execute, go, gpu, max(n, 1))] = (go, gpu, n)
-            if not running:
-                if len(units) == before:
+        while sched.units or sched.running:
+            before = len(sched.units)
+            sched.start_ready(pool)
+            if not sched.running:
+                if len(sched.units) == before:
                     raise RuntimeError("no job can start: the job graph has a dependency cycle")
                 continue
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in finished:
-                _, gpu, n = running.pop(f)
-                free_cores += n
-                if gpu is not None:
-                    free_gpus.append(gpu)
-                for name, rc, tail in f.result():
-                    status[name] = (rc, tail)
-                    unfinished.discard(name)
-                    bar.update()
-                    bar.set_postfix_str(name[:40])
-    bar.close()
+            finished, _ = wait(list(sched.running), return_when=FIRST_COMPLETED)
+            sched.collect(finished)
+    sched.bar.close()
     return status
+
+
+@dataclass
+class _Schedule:
+    """:func:`run_jobs`'s state: the units (processes) still to start, those running, the free GPUs and cores."""
+
+    status: dict
+    units: list
+    unfinished: set
+    gpus: list
+    free_gpus: list
+    free_cores: int
+    threads: int  # threads of a process at most (cores / n_jobs)
+    bar: object
+    running: dict = field(default_factory=dict)  # future -> (jobs, gpu, cores)
+
+    def cap(self, unit) -> int:
+        return min([j.max_threads for j in unit if j.max_threads] or [self.threads])
+
+    def ready(self, unit) -> bool:
+        names = {j.name for j in unit}
+        return not any(d in self.unfinished and d not in names for j in unit for d in j.deps)
+
+    def start_ready(self, pool):
+        """Start every unit whose dependencies have finished, while GPUs (or cores) are free."""
+        for unit in list(self.units):
+            if not self.ready(unit):
+                continue
+            if self.gpus and not self.free_gpus:
+                break
+            n = 0
+            if not self.gpus:
+                waiting = sum(self.ready(u) for u in self.units)
+                n = min(self.cap(unit), max(1, self.free_cores // max(waiting, 1)))
+                if n > self.free_cores:
+                    continue
+            self.units.remove(unit)
+            go = self.without_failed_deps(unit)
+            if go:
+                gpu = self.free_gpus.pop(0) if self.gpus else None
+                self.free_cores -= n
+                self.running[pool.submit(_execute, go, gpu, max(n, 1))] = (go, gpu, n)
+
+    def without_failed_deps(self, unit) -> list[Job]:
+        """The unit's jobs whose dependencies did not fail (unless soft); the others are marked skipped."""
+        go = []
+        for j in unit:
+            failed = [] if j.soft_deps else [d for d in j.deps if self.status.get(d, (0,))[0] != 0]
+            if failed:
+                self.status[j.name] = (1, f"skipped: {failed[0]} failed")
+                self.unfinished.discard(j.name)
+                self.bar.update()
+            else:
+                go.append(j)
+        return go
+
+    def collect(self, finished):
+        """Record finished units' results and free their GPU and cores."""
+        for f in finished:
+            _, gpu, n = self.running.pop(f)
+            self.free_cores += n
+            if gpu is not None:
+                self.free_gpus.append(gpu)
+            for name, rc, tail in f.result():
+                self.status[name] = (rc, tail)
+                self.unfinished.discard(name)
+                self.bar.update()
+                self.bar.set_postfix_str(name[:40])

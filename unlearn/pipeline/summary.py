@@ -166,9 +166,17 @@ def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: 
     return {**extras, **attack_extras(dataset, attack or {})}
 
 
+def time_pct(s: Setting, seconds: float, retrain, *, weight_path=None, attack: dict | None = None) -> float:
+    """``seconds`` as % of the time of the ``retrain`` run (its method-list entry) of the same seed; NaN
+    when that run has not finished."""
+    ex = run_extras(retrain, weight_path=weight_path, attack=attack, dataset=s.dataset)
+    f = read_ok_results(run_dir(s, "unlearning", *retrain[:3], ex) / "results.json")
+    rt = f["time"] if f else float("nan")
+    return 100 * seconds / rt if rt and not math.isnan(rt) else float("nan")
+
+
 def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> list[dict]:
     """Rows of mean/std over seeds; ``time_pct`` against the retrain row of the same seed."""
-    ex = lambda m: run_extras(m, weight_path=weight_path, attack=attack, dataset=base.dataset)  # noqa: E731
     retrain = next((m for m in methods if m[0] == "retrain"), None)
     rows = []
     for entry in methods:
@@ -176,10 +184,9 @@ def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict |
         per_seed = []
         for seed in seeds:
             s = replace(base, seed=seed)
-            c = cell(s, method, p1, p2, ex(entry))
+            c = cell(s, method, p1, p2, run_extras(entry, weight_path=weight_path, attack=attack, dataset=base.dataset))
             if retrain:
-                rt = cell(s, *retrain[:3], ex(retrain))["time"]
-                c["time_pct"] = 100 * c["time"] / rt if rt and not math.isnan(rt) else float("nan")
+                c["time_pct"] = time_pct(s, c["time"], retrain, weight_path=weight_path, attack=attack)
             per_seed.append(c)
         rows.append({"method": method, "para1": fmt_para(p1), "para2": fmt_para(p2),
                      **_aggregate(per_seed, len(seeds))})

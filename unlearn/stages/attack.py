@@ -49,7 +49,7 @@ from ..methods import resolve_paras
 from ..methods.cli import extras_from_args, parser as forget_parser
 from ..store.checkpoint import atomic_write_json, atomic_write_text
 from ..store.identity import attack_extras, file_sha256, run_identity
-from ..store.runs import finished_retrain_runs
+from ..store.runs import missing_unlearned_model, newest_retrain_model
 from ..store.setting import Setting, fmt_para
 
 LEVELS = ("output", "feature")
@@ -87,11 +87,6 @@ def unlearned_model_path(setting: Setting, method: str, para1, para2, extras: di
 def attack_dir(setting: Setting, method: str, para1, para2, extras: dict | None = None) -> Path:
     """The attack's run folder; ``extras``: the forget run's and the attack's non-default settings."""
     return setting.stage_dir("mia_mu_attack", method, para1, para2, extras)
-
-
-def find_retrain_run(setting: Setting) -> Path | None:
-    """The newest finished ``retrain`` model of the same setting and seed, if any."""
-    return next((f / "model.pth" for f, _ in finished_retrain_runs(setting) if (f / "model.pth").is_file()), None)
 
 
 def _candidate_sets(pool, n: int, trials: int, label: int, g: torch.Generator):
@@ -195,7 +190,7 @@ def _references(setting: Setting, cfg: AttackConfig) -> tuple[list[tuple[int, Pa
     note = (f"calibrated verdict unavailable: {len(refs)} of {cfg.retrain_refs} reference retrain runs found "
             f"(at least 2 needed); train them with: {ref.retrain_command(setting, missing or [ref.reference_seeds(2)[-1]])}")
     if not refs:
-        same = find_retrain_run(setting)
+        same = newest_retrain_model(setting)
         refs = [(setting.seed, same)] if same else []
     return refs, note
 
@@ -270,9 +265,8 @@ def reminiscence_attack(setting: Setting, *, method: str, para1, para2, cfg: Att
     """
     path = unlearned_model_path(setting, method, para1, para2, forget_extras)
     if not path.is_file():
-        raise UsageError(f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
-                         f"{setting.dataset} -net {setting.net} -method {method} --para1 {fmt_para(para1)} "
-                         f"--para2 {fmt_para(para2)}" + (f" -seed {setting.seed}" if setting.seed else ""))
+        raise UsageError(missing_unlearned_model(
+            setting, path, f"-method {method} --para1 {fmt_para(para1)} --para2 {fmt_para(para2)}"))
     cfg.validate(setting)
     device = resolve_device(device)
     model, _ = setting.load_model(path, device, fix="rerun the forget stage")

@@ -17,21 +17,22 @@ import numpy as np
 import torch
 
 import config
-from ..core.cli import base_parser, device_arg, finite_float, nonneg_int, positive_int
+from ..core.cli import add_forget_class, base_parser, device_arg, finite_float, nonneg_int, positive_int
 from ..core.engine import predict, resolve_device, seed_everything
 from ..core.errors import UsageError
 from ..core.runinfo import environment
 from ..evaluation import distribution as D
 from ..methods import get_method, resolve_paras
-from ..methods.entries import entry_settings
+from ..methods.entries import entry_settings, normalise_entry
 from ..store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
 from ..store.identity import distribution_identity, is_fresh, run_identity
+from ..store.runs import missing_unlearned_model
 from ..store.setting import Setting, fmt_para
 
 
 def parser(dataset_default: str = "Cifar20"):
     p = base_parser("Distribution metrics and t-SNE plots of unlearned models.", dataset_default)
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None)
+    add_forget_class(p)
     p.add_argument("--runs", nargs="+", default=None, metavar="METHOD:PARA1:PARA2",
                    help="unlearned runs to analyse (default: the dataset's method list in config.py)")
     p.add_argument("--run_dirs", "--run-dirs", nargs="+", default=None, metavar="FOLDER",
@@ -66,20 +67,20 @@ def parse_runs(args, setting: Setting) -> list[tuple[str, str, str]]:
             out.append(setting.run_name(parts[0], *parts[1:]))
         return out
 
-    return [setting.run_name(m, *resolve_paras(m, a, b), entry_settings(m, o[0] if o else None)[2])
-            for m, a, b, *o in config.MU_METHOD_LIST[setting.dataset]]
+    entries = map(normalise_entry, config.MU_METHOD_LIST[setting.dataset])
+    return [setting.run_name(m, p1, p2, entry_settings(m, opts)[2]) for m, p1, p2, opts in entries]
 
 
 def run_dir(setting: Setting, stage: str, name: str):
-    return setting.stage_dir(stage, "x", 0, 0).parent / name
+    """The folder of run ``name`` (a folder name, as ``--run_dirs`` gives it) of ``stage``."""
+    return setting.stage_root(stage) / name
 
 
 def missing_model_message(setting: Setting, run: str, path) -> str:
     """One line naming the forget command that makes the missing model (read off the run's folder name)."""
     m = re.match(r"^([^-]+)-(-?[^-]+)-(-?[^-]+)", run)
-    what = f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m else f"-method ... (run {run})"
-    return (f"no unlearned model at {path}; run: python forget_full_class_main_cifar20.py --dataset "
-            f"{setting.dataset} -net {setting.net} {what}" + (f" -seed {setting.seed}" if setting.seed else ""))
+    return missing_unlearned_model(setting, path, f"-method {m[1]} --para1 {m[2]} --para2 {m[3]}" if m
+                                   else f"-method ... (run {run})")
 
 
 def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int = 5000, tsne_seed: int = 42,

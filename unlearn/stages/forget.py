@@ -15,11 +15,11 @@ from ..core.engine import resolve_device, seed_everything
 from ..core.errors import Diverged, UsageError
 from ..core.runinfo import environment
 from ..evaluation.metrics import evaluate_unlearning
-from ..methods import Context, check_options, check_paras, get_method, pretrain_l1, resolve_paras
+from ..methods import check_options, check_paras, get_method, pretrain_l1, resolve_paras
 from ..methods.cli import extras_from_args, parse_options, parser
 from ..methods.entries import forget_extras, replay_config  # noqa: F401  (tests reach them as forget.*)
 from ..methods.our2024 import ReplayConfig
-from ..methods.run import run_method
+from ..methods.run import method_context, run_method
 from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
 from ..store.identity import run_identity
 from ..store.runs import retrain_seconds
@@ -60,13 +60,10 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     options = dict(options or {})
     if mask_path:
         options["mask_path"] = str(mask_path)
-    given = batch_size or options.get("batch_size")
-    batch_size = int(given or 64)
-    ctx = Context(model=model, data=data, device=device, generator=gen, batch_size=batch_size,
-                  batch_size_given=given is not None, progress=progress,
-                  options=options, new_model=setting.new_model)
+    ctx = method_context(setting, model=model, data=data, device=device, generator=gen, options=options,
+                         batch_size=batch_size, progress=progress)
     resolved = {**setting.as_dict(), "method": method, "base_method": spec.name, "our": our, "para1": para1,
-                "para2": para2, "para1_meaning": spec.para1, "para2_meaning": spec.para2, "batch_size": batch_size,
+                "para2": para2, "para1_meaning": spec.para1, "para2_meaning": spec.para2, "batch_size": ctx.batch_size,
                 "weight_path": str(weight_path), "options": options, "device": str(device),
                 "replay": vars(replay) if our else None}
     meta = dict(model_name=setting.net, num_classes=setting.num_outputs, dataset=setting.dataset,

@@ -138,12 +138,13 @@ def read_ok_results(path) -> dict | None:
     return r if isinstance(r, dict) and r.get("status") == "ok" else None
 
 
-def save_figure(fig, stem, **savefig_kwargs) -> list[str]:
-    """Write a matplotlib figure as ``<stem>.png`` and ``<stem>.pdf``, each atomically."""
+def save_figure(fig, stem, *, formats=("png", "pdf"), dpi: int = 150, **savefig_kwargs) -> list[str]:
+    """Write a matplotlib figure as ``<stem>.<format>`` for each of ``formats``, each atomically; returns the
+    paths. The one figure save of the package (plots, tables' figures, the tuner's PNGs)."""
     stem = Path(stem)
     out = []
-    for ext in ("png", "pdf"):
+    for ext in formats:
         path = stem.parent / f"{stem.name}.{ext}"
-        _atomic(path, lambda f: fig.savefig(f, format=ext, **{"dpi": 150, **savefig_kwargs}))
+        _atomic(path, lambda f: fig.savefig(f, format=ext, dpi=dpi, **savefig_kwargs))
         out.append(str(path))
     return out

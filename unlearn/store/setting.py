@@ -99,9 +99,14 @@ class Setting:
         suffix = settings_suffix({**self.class_extras(), **(extras or {})})
         return f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}{suffix}"
 
+    def stage_root(self, stage: str) -> Path:
+        """``forget_full_class_main/{tag}/{stage}``: where a stage's run folders (and the setting's other
+        per-stage folders: ``attack_reference``, ``salun_masks``) live."""
+        return Path(self.log_root) / "forget_full_class_main" / self.tag / stage
+
     def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
-        return (Path(self.log_root) / "forget_full_class_main" / self.tag / stage
-                / self.run_name(method, para1, para2, extras))
+        """One run's folder: :meth:`stage_root` / :meth:`run_name`."""
+        return self.stage_root(stage) / self.run_name(method, para1, para2, extras)
 
     def load_data(self, device) -> SplitData:
         return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
@@ -118,6 +123,13 @@ class Setting:
         extra += f" --ood_classes {' '.join(map(str, ood))}" if ood else ""
         return (f"python pretrain_model_cifar20.py --dataset {self.dataset} -net {self.net} "
                 f"-classes {self.classes}{extra}")
+
+    def forget_command(self, what: str, *, seed=None) -> str:
+        """The forget-stage command that makes a run: ``what`` names it (``-method M --para1 A --para2 B``);
+        ``-seed`` follows for ``seed`` (default: this setting's), unless it is 0."""
+        seed = self.seed if seed is None else seed
+        return (f"python forget_full_class_main_cifar20.py --dataset {self.dataset} -net {self.net} {what}"
+                + (f" -seed {seed}" if seed else ""))
 
     def load_model(self, path, device, *, fix: str = ""):
         """A model of this setting with weights from a checkpoint, checked for a match."""

@@ -54,7 +54,8 @@ def run(plan, base, *, parts, jobs: int, dry_run: bool, progress: bool) -> dict:
     out = {}
     todo = {"grid": (grid_entries(plan.dataset, plan.methods), plan.seeds,
                      ["pretrain", "forget", "attack", "distribution"]),
-            "tradeoff": (tradeoff_entries(plan.dataset, plan.tradeoff, plan.tradeoff_methods), plan.tradeoff_seeds,
+            "tradeoff": ([p.entry for p in tradeoff_entries(plan.dataset, plan.tradeoff, plan.tradeoff_methods)],
+                         plan.tradeoff_seeds,
                          ["pretrain", "forget", "attack"])}
     for part in parts:
         entries, seeds, stages = todo[part]
@@ -78,7 +79,7 @@ def write_document(out: Path, per_dataset: dict, timings: dict) -> Path:
         t = timings.get(ds, {})
         when = ", ".join(f"{k} {v['seconds'] / 60:.1f} min ({v['ran']} runs, {v.get('invocations', 1)} invocation(s))"
                          for k, v in t.items()) or "not recorded on this machine"
-        sweep_seeds = sorted({c["seed"] for *_, cs in d["tradeoff"] for c in cs})
+        sweep_seeds = sorted({c["seed"] for p in d["tradeoff"] for c in p.cells})
         parts += [
             f"\n## {ds}: {d['tag']}, forget class {d['forget_class']}, seeds {d['seeds']}\n",
             f"Attack: {a['unlearn_data_percent']}% of the forget class as candidates, {a['steps']} steps, lr "
@@ -94,7 +95,8 @@ def write_document(out: Path, per_dataset: dict, timings: dict) -> Path:
         ]
     parts.append(_NOTES)
     atomic_write_text(out / "reproduction.md", "\n".join(parts) + "\n")
-    atomic_write_json(figs / "numbers.json", {"verdicts": verdict, "data": per_dataset, "timings": timings})
+    data = {ds: {**d, "tradeoff": [p.as_json() for p in d["tradeoff"]]} for ds, d in per_dataset.items()}
+    atomic_write_json(figs / "numbers.json", {"verdicts": verdict, "data": data, "timings": timings})
     return out / "reproduction.md"
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 import config
 from ..evaluation.distribution import paper_kde_overlap
-from ..methods import get_method, pretrain_l1, resolve_paras
-from ..methods.entries import normalise_entry
+from ..methods import get_method, pretrain_l1
+from ..methods.entries import entry_for, normalise_entry
 from ..pipeline import summary as SM
 from ..pipeline.runner import build_jobs, run_jobs
 from ..store.checkpoint import read_ok_results
@@ -61,6 +61,39 @@ class Plan:
 PLANS = {"Digits": Plan("Digits"), "FashionMNIST": Plan("FashionMNIST", tradeoff="cross", tradeoff_seeds=(0,))}
 
 
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of the trade-off sweep: a method-list entry at an over-unlearning strength and a replay length."""
+
+    entry: tuple  # (method, para1, para2, options), as run.py runs it
+    strength: float  # the factor on the swept parameter (TRADEOFF_METHODS)
+    replay: int  # replay epochs
+
+    @property
+    def method(self) -> str:
+        return self.entry[0]
+
+    @property
+    def value(self) -> float:
+        """The swept parameter's value: para1, or para2 where the knob is 1/para2."""
+        return self.entry[2] if TRADEOFF_METHODS[self.method] == "1/para2" else self.entry[1]
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """A sweep point's numbers: one cell per seed (:func:`cells`). In numbers.json, the array
+    ``[method, value, strength, replay, cells]`` (:meth:`as_json`)."""
+
+    method: str
+    value: float  # the swept parameter's value
+    strength: float
+    replay: int
+    cells: list
+
+    def as_json(self) -> list:
+        return list(astuple(self))
+
+
 def setting(dataset: str, log_root: str | Path) -> Setting:
     """The dataset's default setting (config.py) writing under ``log_root/<dataset>``."""
     cfg = config.DATASETS[dataset]
@@ -80,17 +113,17 @@ def _clean(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[tuple]:
-    """The sweep's method-list entries, each tagged ``(method, para1, para2, options, strength, replay)``.
+def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[SweepPoint]:
+    """The sweep's runs: method-list entries, each with its strength and replay length.
 
     Strength 1 at the configured replay length is the grid's own run (same folder, reused).
     """
-    grid = {e[0]: e for e in grid_entries(dataset)}
+    grid = grid_entries(dataset)
     out = []
     for method, knob in TRADEOFF_METHODS.items():
         if methods is not None and method not in methods:
             continue
-        m, p1, p2, opts = grid.get(method) or (method, *resolve_paras(method), {})
+        m, p1, p2, opts = entry_for(method, grid)
         default_replay = int(opts.get("replay_epochs", get_method(method)[0].replay_epochs))
         replays = sorted({max(1, round(default_replay * f)) for f in REPLAY_FACTORS})
         for f in STRENGTHS:
@@ -104,7 +137,7 @@ def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[tup
                     o["replay_epochs"] = r
                 elif "replay_epochs" in opts:
                     o["replay_epochs"] = opts["replay_epochs"]
-                out.append((m, q1, q2, o, f, r))
+                out.append(SweepPoint((m, q1, q2, o), f, r))
     return out
 
 
@@ -115,7 +148,7 @@ def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run
     The job graph is run.py's (:func:`unlearn.pipeline.runner.build_jobs`) with the same arguments, so
     a run finished by ``python run.py`` with the same settings is reused and vice versa.
     """
-    entries = [tuple(e[:4]) for e in entries]
+    entries = [tuple(e) for e in entries]
     have = {e[0] for e in entries}
     needed = [e for e in grid_entries(base.dataset) if e[0] in ("baseline", "retrain") and e[0] not in have]
     attack = dict(attack or {})
@@ -152,13 +185,12 @@ def _paper_overlap(s: Setting, entry) -> float:
 def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_overlap: bool = True) -> list[dict]:
     """One dict per seed with every number of one run: the summary's cells (forget metrics, attack
     verdicts, distribution metrics, time) plus the index null bands and the paper's raw overlap."""
-    retrain = next(e for e in grid_entries(base.dataset, ()) if e[0] == "retrain")
+    retrain = entry_for("retrain", grid_entries(base.dataset, ()))
     out = []
     for seed in seeds:
         s = replace(base, seed=seed)
         c = SM.cell(s, *entry[:3], SM.run_extras(entry, attack=attack, dataset=s.dataset))
-        rt = SM.cell(s, *retrain[:3], SM.run_extras(retrain, attack=attack, dataset=s.dataset))["time"]
-        c["time_pct"] = 100 * c["time"] / rt if rt and not math.isnan(rt) else math.nan
+        c["time_pct"] = SM.time_pct(s, c["time"], retrain, attack=attack)
         c.update(_bands(s, entry, attack), seed=seed)
         c["overlap_paper"] = _paper_overlap(s, entry) if paper_overlap else math.nan
         out.append(c)
@@ -181,10 +213,11 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
 
 def collect(base: Setting, plan: Plan) -> dict:
     """Every per-seed number of the study for one dataset: ``grid`` {method: [cells]} and
-    ``tradeoff`` [(method, swept parameter's value, strength, replay, [cells])]."""
+    ``tradeoff`` [:class:`SweepRow`]."""
     grid = {e[0]: cells(base, e, plan.seeds, attack=plan.attack) for e in grid_entries(base.dataset, plan.methods)}
-    sweep = [(e[0], e[2] if TRADEOFF_METHODS[e[0]] == "1/para2" else e[1], e[4], e[5], cells(base, e, plan.tradeoff_seeds, attack=plan.attack, paper_overlap=False))
-             for e in tradeoff_entries(base.dataset, plan.tradeoff, plan.tradeoff_methods)]
+    sweep = [SweepRow(p.method, p.value, p.strength, p.replay,
+                      cells(base, p.entry, plan.tradeoff_seeds, attack=plan.attack, paper_overlap=False))
+             for p in tradeoff_entries(base.dataset, plan.tradeoff, plan.tradeoff_methods)]
     return {"dataset": base.dataset, "tag": base.tag, "forget_class": base.forget_class, "seeds": list(plan.seeds),
             "grid": grid, "tradeoff": sweep}
 

@@ -130,9 +130,9 @@ def claim3_table(grid) -> str:
 def tradeoff_table(sweep) -> str:
     head = ["method", "strength", "replay epochs", "swept parameter", "d_t", "d_f", "index, feature", "direction, feature",
             "index, output", "time, % of retrain"]
-    rows = [[m, f"{f:g}", r, f"{p1:g}", fmt_sd(col(c, "d_t"), 1), fmt_sd(col(c, "d_f"), 1),
-             fmt_ci(col(c, "rea_index_feat")), votes(c, "rea_dir_feat"), fmt_ci(col(c, "rea_index_out")),
-             fmt_sd(col(c, "time_pct"), 1)] for m, p1, f, r, c in sweep]
+    rows = [[p.method, f"{p.strength:g}", p.replay, f"{p.value:g}", fmt_sd(col(p.cells, "d_t"), 1),
+             fmt_sd(col(p.cells, "d_f"), 1), fmt_ci(col(p.cells, "rea_index_feat")), votes(p.cells, "rea_dir_feat"),
+             fmt_ci(col(p.cells, "rea_index_out")), fmt_sd(col(p.cells, "time_pct"), 1)] for p in sweep]
     return _md(head, rows)
 
 
@@ -229,28 +229,28 @@ def plot_tradeoff(stem, data: dict) -> list[str]:
     from matplotlib.figure import Figure  # lazy: start-up time
 
     sweep, g = data["tradeoff"], data["grid"]
-    methods = list(dict.fromkeys(m for m, *_ in sweep))
+    methods = list(dict.fromkeys(p.method for p in sweep))
     fig = Figure(figsize=(5.2 * len(methods) / 2, 8.4), layout="constrained")
     axes = fig.subplots(2, (len(methods) + 1) // 2, squeeze=False).ravel()
-    strengths = sorted({f for _, _, f, _, _ in sweep})
+    strengths = sorted({p.strength for p in sweep})
     colours = {f: cm.viridis(i / max(len(strengths) - 1, 1)) for i, f in enumerate(strengths)}
     markers = ["v", "o", "^", "s", "D"]
-    lo, hi = _band([c for *_, c in sweep] + [g["retrain"]], "feat")
+    lo, hi = _band([p.cells for p in sweep] + [g["retrain"]], "feat")
     for ax, m in zip(axes, methods):
-        pts = [p for p in sweep if p[0] == m]
-        replays = sorted({r for *_, r, _ in pts})
+        pts = [p for p in sweep if p.method == m]
+        replays = sorted({p.replay for p in pts})
         if np.isfinite(lo):
             ax.axhspan(lo, hi, color="0.85", label="retrain null band (95%)")
-        for _, _, f, r, cs in pts:
-            mx, _, _, _ = mean_ci(col(cs, "d_t"))
-            my, ylo, yhi, n = mean_ci(col(cs, "rea_index_feat"))
+        for p in pts:
+            mx, _, _, _ = mean_ci(col(p.cells, "d_t"))
+            my, ylo, yhi, n = mean_ci(col(p.cells, "rea_index_feat"))
             if n == 1:
-                ylo, yhi = cs[0].get("rea_lo_feat", math.nan), cs[0].get("rea_hi_feat", math.nan)
+                ylo, yhi = p.cells[0].get("rea_lo_feat", math.nan), p.cells[0].get("rea_hi_feat", math.nan)
             if not np.isfinite(my):
                 continue
             err = [[my - ylo], [yhi - my]] if np.isfinite(ylo) else None
-            ax.errorbar([mx], [my], yerr=err, fmt=markers[replays.index(r) % len(markers)], color=colours[f],
-                        ms=7, capsize=2, label=f"x{f:g}, replay {r}")
+            ax.errorbar([mx], [my], yerr=err, fmt=markers[replays.index(p.replay) % len(markers)],
+                        color=colours[p.strength], ms=7, capsize=2, label=f"x{p.strength:g}, replay {p.replay}")
         for name, marker, colour in (("baseline", "*", "crimson"), ("retrain", "X", "black")):
             ax.plot([mean_ci(col(g[name], "d_t"))[0]], [mean_ci(col(g[name], "rea_index_feat"))[0]], marker,
                     color=colour, ms=12, label=name)
@@ -262,7 +262,7 @@ def plot_tradeoff(stem, data: dict) -> list[str]:
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     fig.suptitle(f"{data['tag']}, forget class {data['forget_class']}: the defence's trade-off "
-                 f"(seeds {sorted({c['seed'] for *_, cs in sweep for c in cs})})")
+                 f"(seeds {sorted({c['seed'] for p in sweep for c in p.cells})})")
     return save_figure(fig, stem)
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 
 import config
-from ..core.cli import base_parser, nonneg_int, positive_float, positive_int
+from ..core.cli import add_forget_class, base_parser, nonneg_int, positive_float, positive_int
 from ..core.errors import UsageError
 from ..methods import get_method, list_methods
+from ..methods.entries import entry_for
 from ..pipeline.slurm import add_slurm_args, cluster_options
 from ..store.setting import Setting
-from .search import NOT_TUNED, normal_entry, parse_space, tune
+from .search import tune
+from .space import parse_space
+from .tasks import NOT_TUNED
 
 
 def add_tune_args(p, *, trials_default: int = 20):
@@ -46,7 +49,7 @@ def parser():
     p.epilog = spaces_epilog()
     p.add_argument("-method", "--method", required=True, metavar="METHOD",
                    help="a method with a search space (listed below; append _our for its _our variant)")
-    p.add_argument("--forget_class", "--forget-class", type=int, default=None)
+    add_forget_class(p)
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None)
     p.add_argument("--space", action="append", default=[], metavar="NAME=LOW:HIGH[:log][:int]",
                    help="override one dimension of the declared space (NAME=A,B,C for a choice); repeatable")
@@ -63,8 +66,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     setting = Setting.from_args(args)
     get_method(args.method)  # unknown names fail first
-    listed = {e[0]: e for e in config.MU_METHOD_LIST.get(setting.dataset, [])}
-    entry = normal_entry(listed.get(args.method, (args.method, None, None)))
+    listed = config.MU_METHOD_LIST.get(setting.dataset, [])
+    entry = entry_for(args.method, listed)
     if args.method in NOT_TUNED:
         raise UsageError(f"{args.method} is not tuned (it has no settings to search); pick another method")
     spaces = {args.method: parse_space(args.method, args.space)}
@@ -74,8 +77,7 @@ def main(argv=None) -> int:
     if args.executor != "local":
         cluster = cluster_options(args, setting)
     extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
-    retrain = listed.get("retrain", ("retrain", None, None))
-    return tune(setting, [retrain, entry], seeds=[setting.seed], trials=args.tune_trials, sampler_seed=args.tune_seed,
+    return tune(setting, [entry_for("retrain", listed), entry], seeds=[setting.seed], trials=args.tune_trials, sampler_seed=args.tune_seed,
                 dt_weight=args.tune_dt_weight, jobs=args.jobs, threads=args.tune_threads or args.threads,
                 weight_path=args.weight_path, device=args.device, spaces=spaces, extra_pretrain=extra,
                 dry_run=args.dry_run, progress=args.progress, cluster=cluster, write_table=False)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from ..core.errors import UsageError
 from ..methods import check_options, declared_options, get_method
-from ..methods.entries import replay_config
+from ..methods.entries import normalise_entry, replay_config
 from ..store.identity import unchanged
 from ..store.setting import Setting
-from .search import NOT_TUNED, entry_text, normal_entry, study_folder
+from .folders import study_folder
+from .space import entry_text
+from .tasks import NOT_TUNED
 
 
 def tuned_entries(setting: Setting, entries, *, weight_path=None) -> list[tuple[tuple, str]]:
@@ -42,8 +44,8 @@ def tuned_entries(setting: Setting, entries, *, weight_path=None) -> list[tuple[
         if not all(unchanged(fp) for fp in best.get("inputs", [])) or not best.get("inputs"):
             out.append((entry, f"config.py default (study {best['study_ref']} was tuned on another checkpoint)"))
             continue
-        tuned = _minimal(normal_entry(best["entry"]), normal_entry(entry))
-        if _effective(tuned) == _effective(normal_entry(entry)):
+        tuned = _minimal(normalise_entry(best["entry"]), normalise_entry(entry))
+        if _effective(tuned) == _effective(normalise_entry(entry)):
             out.append((entry, f"config.py default (the best of study {best['study_ref']})"))
             continue
         out.append(((tuned[0], tuned[1], tuned[2], {**tuned[3], "tuned_from": best["study_ref"]}),

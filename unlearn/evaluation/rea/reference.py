@@ -27,7 +27,7 @@ import numpy as np
 import config
 from ...methods import pretrain_l1
 from ...store.checkpoint import atomic_write_bytes, atomic_write_json, read_ok_results
-from ...store.runs import finished_retrain_runs
+from ...store.runs import newest_retrain_model
 from ...store.setting import Setting
 
 CODE_VERSION = "rea-curves-2"  # bump whenever the curves a configuration gives change
@@ -40,21 +40,15 @@ def reference_seeds(n: int) -> list[int]:
 
 def find_references(setting: Setting, n: int) -> list[tuple[int, Path]]:
     """(seed, model.pth) of the newest finished ``retrain`` run for each reference seed that has one."""
-    out = []
-    for seed in reference_seeds(n):
-        path = next((f / "model.pth" for f, _ in finished_retrain_runs(replace(setting, seed=seed))
-                     if (f / "model.pth").is_file()), None)
-        if path is not None:
-            out.append((seed, path))
-    return out
+    found = ((seed, newest_retrain_model(replace(setting, seed=seed))) for seed in reference_seeds(n))
+    return [(seed, path) for seed, path in found if path is not None]
 
 
 def retrain_command(setting: Setting, seeds) -> str:
     """How to train missing references (the ``retrain`` parameters of config.MU_METHOD_LIST)."""
     entry = next((m for m in config.MU_METHOD_LIST.get(setting.dataset, []) if m[0] == "retrain"), None)
     paras = "".join(f" --{k} {v}" for k, v in zip(("para1", "para2"), entry[1:3] if entry else ()) if v is not None)
-    return (f"python forget_full_class_main_cifar20.py --dataset {setting.dataset} -net {setting.net} "
-            f"-method retrain{paras} -seed S for S in {' '.join(map(str, seeds))}")
+    return setting.forget_command(f"-method retrain{paras}", seed="S") + f" for S in {' '.join(map(str, seeds))}"
 
 
 def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path | None = None) -> Path:
@@ -74,7 +68,7 @@ def anchor_path(setting: Setting, *, method: str | None = None, model_path: Path
 
 
 def cache_root(setting: Setting) -> Path:
-    return Path(setting.log_root) / "forget_full_class_main" / setting.tag / "attack_reference"
+    return setting.stage_root("attack_reference")
 
 
 def cache_key(material: dict) -> str:

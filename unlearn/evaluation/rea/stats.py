@@ -14,12 +14,10 @@ All functions are numpy in / numpy-or-plain-Python out; no torch needed.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ...store.checkpoint import atomic_write_bytes
+from ...store.checkpoint import save_figure
 
 DEFAULT_THRESHOLD = 0.9
 # Accuracies are ratios such as 27/30; allow a rounding hair so that a curve
@@ -222,17 +220,6 @@ def _new_figure(figsize=(5.0, 3.6)):
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save_atomic(fig, stem, formats=("png", "pdf"), dpi: int = 150) -> list[str]:
-    out = []
-    for ext in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=dpi)
-        path = f"{stem}.{ext}"
-        atomic_write_bytes(path, buf.getvalue())
-        out.append(path)
-    return out
-
-
 def plot_relearning_curves(
     stem,
     groups: dict,
@@ -258,7 +245,7 @@ def plot_relearning_curves(
     if title:
         ax.set_title(title)
     ax.legend(loc="lower right", fontsize="small")
-    return _save_atomic(fig, stem)
+    return save_figure(fig, stem)
 
 
 def _draw_curves(ax, groups: dict, references, threshold: float):
@@ -311,7 +298,7 @@ def plot_relearning_panels(stem, panels: dict, *, title: str = "", threshold: fl
         axes[-1].set_title("ROC", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save_atomic(fig, stem, formats, dpi)
+    return save_figure(fig, stem, formats=formats, dpi=dpi)
 
 
 def _draw_rocs(ax, rocs: dict):
@@ -342,4 +329,4 @@ def plot_roc(stem, rocs: dict, *, title: str = "") -> list[str]:
     _draw_rocs(ax, rocs)
     if title:
         ax.set_title(title)
-    return _save_atomic(fig, stem)
+    return save_figure(fig, stem)
