@@ -13,7 +13,8 @@ net = None                 # None: the dataset's default in config.py (SmallCNN 
 dataset = "Digits"         # Digits, FashionMNIST, Cifar20, Cifar100, Imagenet64 (case-insensitive)
 n_classes = None           # classes of the dataset, OOD included (None: config.py)
 forget_class = None        # a dataset label (None: config.py)
-seeds = [0]                # unlearning/attack seeds; several give mean ± std in the summary
+seeds = [0]                # unlearning/attack seeds within each replicate; several give mean ± std in the summary
+replicates = None          # independently pretrained models, the unit the verdicts replicate over (None: config.py)
 pretrain_path = None       # an existing pretrained checkpoint; None: pretrain when missing
 mu_method_list = None      # [(method, para1, para2), ...]; None: config.MU_METHOD_LIST[dataset]
 attack = None              # overrides of config.ATTACK[dataset], e.g. dict(trials=40, relearning_lr=[0.01])
@@ -29,6 +30,6 @@ if __name__ == "__main__":
     from unlearn.launcher import main
 
     sys.exit(run_cli(lambda: main(sys.argv[1:], defaults=dict(
-        net=net, dataset=dataset, classes=n_classes, forget_class=forget_class, seeds=seeds,
+        net=net, dataset=dataset, classes=n_classes, forget_class=forget_class, seeds=seeds, replicates=replicates,
         weight_path=pretrain_path, methods=mu_method_list, attack=attack, stages=stages, python_file=python_file,
         jobs=jobs))))

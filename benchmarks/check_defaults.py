@@ -59,14 +59,14 @@ def one_model(dataset: str, seed: int, level: int, threads: int, root: str) -> d
                 ood_classes=list(cfg["ood_classes"]), data_root=config.DATA_ROOT,
                 log_root=str(Path(root) / f"{dataset}-s{seed}-p{level}-t{threads}"))
     t0 = time.perf_counter()
-    pre = Setting(**base, seed=seed)
+    pre = Setting(**base, pretrain_seed=seed)
     models = {}
     for l1 in sorted({0.0} | {pretrain_l1(m, dataset) for m in list_methods()}):
         r = done(pre.pretrain_dir(l1) / "results.json") or pretrain(
             pre, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=cfg["batch_size"], l1=l1, device="cpu", progress=False)
         models[l1] = {k: r[k] for k in ("best_epoch", "best_test_acc", "best_retain_train_acc")}
     torch.set_num_threads(1)
-    setting = Setting(**base, seed=0)
+    setting = Setting(**base, seed=0, pretrain_seed=seed)
     rows = []
     for entry in config.MU_METHOD_LIST[dataset]:
         method, p1, p2, *rest = entry

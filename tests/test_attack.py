@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import config
-from conftest import ROOT, run_script
+from conftest import DIGITS_ATTACK, ROOT, run_script
 from unlearn.evaluation.rea import reference as ref
 from unlearn.stages.attack import AttackConfig, Relearner, reference_curves, reminiscence_attack, relearn_curve, relearn_curves
 from unlearn.stages.forget import unlearn_run
@@ -18,7 +18,7 @@ from unlearn.evaluation.rea.relearn import classifier_keys, reset_forget_row
 
 pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
 
-CFG = config.ATTACK["Digits"]  # the shipped configuration
+CFG = DIGITS_ATTACK  # the shipped configuration, 5 references
 R = CFG["retrain_refs"]
 N_CACHE = 2 * (R + 1)  # references and the anchor, at both levels
 RETRAIN = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])

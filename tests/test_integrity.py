@@ -24,7 +24,7 @@ def common(setting):
 def defaults(**kw):
     d = dict(net=None, dataset="Digits", classes=None, forget_class=None, seeds=[0], weight_path=None,
              methods=[("baseline", 0, 0), ("retrain", 0.01, 2)], attack=dict(trials=4, steps=10), stages=["forget"],
-             python_file=None, jobs=1)
+             python_file=None, jobs=1, replicates=1)
     d.update(kw)
     return d
 

@@ -22,7 +22,7 @@ REFS = ["retrain-0.01-6-seed1000", "retrain-0.01-6-seed1001"]
 def defaults(methods=METHODS):
     return dict(net=None, dataset="Digits", classes=None, forget_class=None, seeds=[0], weight_path=None,
                 methods=methods, attack=ATTACK, stages=["pretrain", "forget", "attack", "distribution"],
-                python_file=None, jobs=2)
+                python_file=None, jobs=2, replicates=1)
 
 
 def argv(log_root):
@@ -158,3 +158,28 @@ def test_run_py_with_an_int_attack_setting_and_an_int_replay_setting_finishes(fi
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert [r["method"] for r in rows] == [m[0] for m in methods]
     assert all(math.isfinite(float(r["rea_index_out"])) for r in rows if r["method"] != "baseline")
+
+
+def test_replicates_are_pretrained_models_with_their_own_runs_and_shared_references(tmp_path):
+    """--replicates 2: two pretrained models (pretraining seeds 0 and 1), every method run on each, one
+    reference population for both; the verdict counts models, not runs."""
+    methods = [("baseline", 0, 0), ("retrain", 0.01, 2)]
+    d = {**defaults(methods), "attack": {**ATTACK, "trials": 2, "steps": 5}, "stages": ["pretrain", "forget", "attack"],
+         "replicates": None, "jobs": 1}
+    assert launch(["--log-root", str(tmp_path), "--pretrain-epochs", "1", "--no-progress", "--replicates", "2"], d) == 0
+    pre = {p.parent.name for p in (tmp_path / "model" / "pretrain").glob("*/best.pth")}
+    assert pre == {"SmallCNN-Digits-10", "SmallCNN-Digits-10-seed1"}
+    runs = {p.parent.name for p in tmp_path.rglob("unlearning/*/results.json")}
+    assert runs == {"baseline-0-0", "baseline-0-0-pre1", "retrain-0.01-2", "retrain-0.01-2-pre1", *REFS_2}
+    a0, a1 = (json.loads((next(tmp_path.glob(f"forget_full_class_main/*/mia_mu_attack/baseline-0-0{x}-[0-9a-f]*")) / "results.json").read_text())
+              for x in ("", "-pre1"))
+    assert a0["references"] == a1["references"] and a0["anchor"] != a1["anchor"]  # shared refs, own anchors
+    r0, r1 = (json.loads((next(tmp_path.glob(f"forget_full_class_main/*/unlearning/retrain-0.01-2{x}")) / "results.json").read_text())
+              for x in ("", "-pre1"))
+    assert r0["metrics"] != r1["metrics"]  # retrain under another replicate is another model
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert rows["baseline"]["replicates"] == "2" and rows["baseline"]["seeds"] == "2"
+    assert "2/2 models" in (tmp_path / "summary.md").read_text()
+
+
+REFS_2 = ["retrain-0.01-2-seed1000", "retrain-0.01-2-seed1001"]

@@ -196,7 +196,8 @@ METHODS = [("baseline", 0, 0), ("retrain", 0.01, 6), ("finetune", 0.1, 3), ("neg
 
 def defaults_for(methods):
     return dict(net=None, dataset="Digits", classes=None, forget_class=None, seeds=[0], weight_path=None,
-                methods=methods, attack=None, stages=["pretrain", "forget"], python_file=None, jobs=None)
+                methods=methods, attack=None, stages=["pretrain", "forget"], python_file=None, jobs=None,
+                replicates=1)
 
 
 def argv_for(root):

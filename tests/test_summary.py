@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import config
-from conftest import run_script
+from conftest import DIGITS_ATTACK, run_script
 from unlearn.evaluation.rea import reference as ref
 from unlearn.pipeline import summary as SM
 from unlearn.store.checkpoint import atomic_write_json
@@ -65,11 +65,47 @@ def test_known_answer_mean_and_std_over_seeds(fake):
     assert r["rea_index_out_n"] == 2 and r["rea_lr_out"] == 0.05  # the lr with the higher two-sided AUC
     assert r["rea_auc2_feat"] == pytest.approx(0.85) and r["rea_auc_ood"] == pytest.approx(0.65)
     assert (r["rea_lo_out"], r["rea_hi_out"]) == pytest.approx((0.1, 0.6))  # the widest of the seeds' intervals
-    assert r["rea_dir_out"] == "residual" and r["rea_steps_out"] == pytest.approx(8.5)
+    assert r["rea_dir_ood"] == "residual" and r["rea_steps_out"] == pytest.approx(8.5)
     assert (r["seeds"], r["seeds_requested"]) == (3, 3)
     f = rows["finetune"]
     assert (f["seeds"], f["d_t_n"]) == (2, 2) and f["d_t"] == 80.0 and f["d_t_std"] == 0.0
-    assert math.isnan(f["rea_index_out"]) and f["rea_dir_out"] is None
+    assert math.isnan(f["rea_index_out"]) and f["rea_dir_ood"] is None and f["verdict_out"] is None
+
+
+def test_replicated_verdicts_known_answer(tmp_path):
+    """Three replicates: one method 3 reference sd above the 20 references, one among them, and the
+    baseline (left out of the Holm family); the verdicts are decide_means' on the replicates' statistics."""
+    from unlearn.evaluation.rea.decide import decide_means, holm
+    from unlearn.store.setting import Setting
+
+    base = Setting(net="SmallCNN", dataset="Digits", classes=10, forget_class=4, ood_classes=[8, 9],
+                   log_root=str(tmp_path), seed=0)
+    rng = np.random.default_rng(0)
+    refs = 0.3 + 0.02 * rng.standard_normal(20)
+    stats = {"baseline": [0.9, 0.92, 0.91], "SCRUB": [0.36, 0.37, 0.35], "finetune": [0.30, 0.31, 0.29]}
+    for method, values in stats.items():
+        for p, v in enumerate(values):
+            s = dataclasses.replace(base, pretrain_seed=p)
+            area = {"model": {"member": v}, "references": [{"member": float(x)} for x in refs]}
+            lv = {**_level(0.1, (0.0, 0.2), "residual", 0.6, 0.6, 0.6, 9.0), "area": area}
+            _write(s, "unlearning", method, 0, 0, {"metrics": {"d_t": 90.0, "d_f": 0.0, "d_r": 99.0, "mia": 5.0},
+                                                   "time": 1.0})
+            _write(s, "mia_mu_attack", method, 0, 0, {"references": [{"seed": 1000 + i} for i in range(20)],
+                                                      "per_lr": {"0.05": {"output": lv, "feature": lv}}})
+    methods = [(m, 0, 0) for m in stats]
+    rows = {r["method"]: r for r in SM.summarise(base, methods, [0], replicates=[0, 1, 2])}
+    margin = config.REA_MARGIN_SD * refs.std(ddof=1)
+    plain = {m: decide_means(np.array(v), refs, margin=margin, alpha=config.REA_ALPHA) for m, v in stats.items()}
+    adj = dict(zip(["SCRUB", "finetune"], holm([plain["SCRUB"].p_diff, plain["finetune"].p_diff])))
+    assert rows["baseline"]["verdict_out"] == plain["baseline"].label == "residual"
+    assert rows["SCRUB"]["verdict_out"] == rows["SCRUB"]["verdict_feat"] == "residual"
+    assert rows["SCRUB"]["verdict_p_out"] == pytest.approx(adj["SCRUB"]) and adj["SCRUB"] > plain["SCRUB"].p_diff
+    assert rows["finetune"]["verdict_out"] == decide_means(np.array(stats["finetune"]), refs, margin=margin,
+                                                           p_adjusted=adj["finetune"]).label == "equivalent"
+    assert rows["SCRUB"]["rea_diff_out"] == pytest.approx(np.mean(stats["SCRUB"]) - refs.mean())
+    assert (rows["SCRUB"]["replicates"], rows["SCRUB"]["seeds"], rows["SCRUB"]["seeds_requested"]) == (3, 3, 3)
+    md = SM.to_markdown(list(rows.values()))
+    assert "residual (p " in md and "; 3/3 models)" in md and "equivalent (TOST p " in md
 
 
 def test_markdown_shows_intervals_missing_seeds_and_the_null_row(fake):
@@ -78,20 +114,19 @@ def test_markdown_shows_intervals_missing_seeds_and_the_null_row(fake):
     lines = {l.split(" | ")[0].lstrip("| "): l.split(" | ") for l in SM.to_markdown(rows + [null]).splitlines()[2:]}
     head = SM.to_markdown(rows).splitlines()[0].strip("| ").split(" | ")
     scrub = dict(zip(head, lines["SCRUB"]))
-    assert scrub["seeds"] == "3/3" and scrub["d_t"] == "92.00 ± 2.00"
+    assert scrub["runs"] == "3/3" and scrub["replicates"] == "1/1" and scrub["d_t"] == "92.00 ± 2.00"
     assert scrub["rea_index_out"] == "0.30 ± 0.14 [0.10, 0.60] (n=2)"
-    assert scrub["rea_dir_feat"] == "residual (n=2)"
-    assert dict(zip(head, lines["finetune"]))["seeds"] == "2/3"
+    assert scrub["rea_dir_ood"] == "residual (n=2)"
+    assert dict(zip(head, lines["finetune"]))["runs"] == "2/3"
     n = dict(zip(head, lines[null["method"]]))
     assert null["method"] == "null (3 refs)" and n["rea_index_out"] == "0.00 ± 0.12 [-0.50, 0.50]"  # seeds 0, 1 pooled
     assert n["rea_auc2_out"] == "0.500 ± 0.115" and n["rea_auc_ood"] == "0.750 ± 0.058"
 
 
 def test_direction_votes_over_seeds():
-    cells = [{"rea_dir_out": d, **{k: float("nan") for k in SM._numeric_keys()}, "rea_dir_feat": None,
-              "rea_dir_ood": None}
+    cells = [{"rea_dir_ood": d, **{k: float("nan") for k in SM._numeric_keys()}}
              for d in ("residual", "inside null band", "residual")]
-    assert SM._aggregate(cells, 3)["rea_dir_out"] == "residual (2/3)"
+    assert SM._aggregate(cells, 3)["rea_dir_ood"] == "residual (2/3)"
 
 
 def test_csv_has_every_column_and_blank_for_missing(fake):
@@ -99,7 +134,7 @@ def test_csv_has_every_column_and_blank_for_missing(fake):
     rows = list(csv.DictReader(text.splitlines()))
     assert [r["method"] for r in rows] == ["SCRUB", "finetune"]
     assert rows[1]["rea_index_out"] == "" and "nan" not in text.lower()
-    assert {"rea_index_out", "rea_index_out_std", "rea_index_out_n", "rea_dir_feat", "rea_lo_out"} <= set(rows[0])
+    assert {"rea_index_out", "rea_index_out_std", "rea_index_out_n", "verdict_feat", "rea_lo_out"} <= set(rows[0])
 
 
 # ------------------------------------------------------------------ against real runs
@@ -116,7 +151,7 @@ def real(digits, pretrained):
 
     retrain = resolve_paras(*next(m for m in config.MU_METHOD_LIST["Digits"] if m[0] == "retrain")[:3])
     methods = [(m, *resolve_paras(m, p1, p2)) for m, p1, p2 in REAL] + [("retrain", *retrain)]
-    cfg = AttackConfig(**config.ATTACK["Digits"])
+    cfg = AttackConfig(**DIGITS_ATTACK)
     have = {s for s, _ in ref.find_references(digits, cfg.retrain_refs)}
     for seed in ref.reference_seeds(cfg.retrain_refs):
         if seed not in have:
@@ -143,8 +178,7 @@ def _expected(s, method, p1, p2, retrain):
         lr = max(a["per_lr"], key=lambda k: a["per_lr"][k][level]["retrain_game"]["auc"])
         lv = a["per_lr"][lr][level]
         out.update({f"rea_index_{short}": lv["index"]["index"], f"rea_auc2_{short}": lv["retrain_game"]["auc"],
-                    f"rea_bacc_{short}": lv["retrain_game"]["balanced_accuracy_at_fpr_5"],
-                    f"rea_dir_{short}": lv["index"]["direction"]})
+                    f"rea_bacc_{short}": lv["retrain_game"]["balanced_accuracy_at_fpr_5"]})
         if short == "out":
             out["rea_auc_ood"] = lv["ood_game"]["auc"]
             out["rea_dir_ood"] = lv["ood_game"]["direction"]
@@ -152,13 +186,34 @@ def _expected(s, method, p1, p2, retrain):
     return out
 
 
+def _expected_verdicts(s, runs) -> dict:
+    """Each run's verdict columns from its attack results.json: its statistic at the first lr against the
+    references', Holm across the runs but baseline's."""
+    from unlearn.evaluation.rea.decide import decide_means, holm
+
+    out = {m: {} for m, _, _ in runs}
+    for short, level in (("out", "output"), ("feat", "feature")):
+        area = {m: next(iter(json.loads((s.stage_dir("mia_mu_attack", m, a, b) / "results.json").read_text())[
+            "per_lr"].values()))[level]["area"] for m, a, b in runs}
+        refs = np.array([r["member"] for r in area[runs[0][0]]["references"]])
+        margin = config.REA_MARGIN_SD * refs.std(ddof=1)
+        first = {m: decide_means(np.array([area[m]["model"]["member"]]), refs, margin=margin) for m in area}
+        family = [m for m in first if m != "baseline"]
+        adj = dict(zip(family, holm([first[m].p_diff for m in family])))
+        for m in area:
+            d = decide_means(np.array([area[m]["model"]["member"]]), refs, margin=margin, p_adjusted=adj.get(m))
+            out[m].update({f"verdict_{short}": d.label, f"rea_diff_{short}": d.diff})
+    return out
+
+
 def test_every_summary_cell_matches_the_runs(real, digits):
     rows, md = SM.write_summary(digits, real, [digits.seed])
     disk = {r["method"]: r for r in csv.DictReader((SM.Path(digits.log_root) / "summary.csv").open())}
     retrain = next(m for m in real if m[0] == "retrain")
+    verdicts = _expected_verdicts(digits, real)
     checked = 0
     for method, p1, p2 in real:
-        exp = _expected(digits, method, p1, p2, retrain)
+        exp = {**_expected(digits, method, p1, p2, retrain), **verdicts[method]}
         assert set(exp) == {k for k, _ in SM.COLUMNS}  # no column escapes the comparison
         for k, v in exp.items():
             if isinstance(v, str):
@@ -169,13 +224,15 @@ def test_every_summary_cell_matches_the_runs(real, digits):
         assert disk[method]["seeds"] == "1"
     assert checked == len(real) * len(SM.COLUMNS)
     assert (SM.Path(digits.log_root) / "summary_comparison.png").stat().st_size > 0
-    refs = config.ATTACK["Digits"]["retrain_refs"]
+    refs = DIGITS_ATTACK["retrain_refs"]
     assert f"null ({refs} refs)" in (SM.Path(digits.log_root) / "summary.md").read_text()
 
 
 def test_real_verdicts_make_sense(real, digits):
     rows = {r["method"]: r for r in SM.summarise(digits, real, [digits.seed])}
     assert rows["baseline"]["rea_index_out"] == pytest.approx(1.0)
-    assert rows["baseline"]["rea_dir_out"] == rows["baseline"]["rea_dir_feat"] == "residual"
-    assert rows["retrain"]["rea_dir_out"] == rows["retrain"]["rea_dir_feat"] == "inside null band"
+    assert rows["baseline"]["verdict_out"] == rows["baseline"]["verdict_feat"] == "residual"
+    for level in ("out", "feat"):  # one retrained model beside the references: no difference shown
+        assert rows["retrain"][f"verdict_{level}"] in ("undetermined", "equivalent")
+        assert rows["retrain"][f"decision_{level}"]["test"] == "prediction"  # K = 1
     assert np.isfinite(rows["negative_grad"]["rea_index_feat"])

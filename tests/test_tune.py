@@ -175,7 +175,7 @@ def test_grid_runs_the_tuned_setting_and_records_its_study(root, capsys):
     capsys.readouterr()
 
     d = dict(net=None, dataset="Digits", classes=None, forget_class=None, seeds=[0], weight_path=None,
-             methods=entries, attack=None, stages=["forget"], python_file=None, jobs=1)
+             methods=entries, attack=None, stages=["forget"], python_file=None, jobs=1, replicates=1)
     argv = ["--log-root", str(root), "--no-progress", "--methods", "baseline", "finetune"]
     assert launch([*argv, "--dry-run"], d) == 0
     out = capsys.readouterr().out

@@ -31,7 +31,13 @@ def parser(defaults: dict):
     add_forget_class(p, defaults["forget_class"])
     p.add_argument("--ood_classes", "--ood-classes", type=nonneg_int, nargs="+", default=defaults.get("ood_classes"),
                    help="classes held out as OOD (default from config.py)")
-    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=defaults["seeds"])
+    p.add_argument("--seeds", type=nonneg_int, nargs="+", default=defaults["seeds"],
+                   help="unlearning/attack seeds within each replicate")
+    p.add_argument("--replicates", type=positive_int, default=defaults.get("replicates"),
+                   help="independently pretrained models (pretraining seeds 0..K-1), each with its own runs of "
+                        "every method: the unit the verdicts replicate over (default: config.REPLICATES)")
+    p.add_argument("--replicate-seeds", "--replicate_seeds", dest="replicate_seeds", type=nonneg_int, nargs="+",
+                   default=None, help="the pretraining seeds of the replicates (instead of 0..K-1)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="method names to run (settings from the list in config.py); default: the whole list")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=defaults["stages"])
@@ -106,6 +112,21 @@ def use_tuned(base: Setting, methods: list, *, seed: int, weight_path=None, dry_
     return [entry for entry, _ in choices]
 
 
+def replicate_seeds(args, dataset: str) -> list[int]:
+    """The replicates' pretraining seeds: ``--replicate-seeds``, else 0..K-1 for ``--replicates K``
+    (default ``config.REPLICATES[dataset]``); one, 0, with a given pretrained checkpoint."""
+    if args.replicate_seeds:
+        seeds = list(dict.fromkeys(args.replicate_seeds))
+    else:
+        seeds = list(range(args.replicates or config.REPLICATES.get(dataset, 1)))
+    if args.weight_path:
+        if args.replicate_seeds or (args.replicates or 1) > 1:
+            raise UsageError("a given pretrained checkpoint (-weight_path / pretrain_path) is one replicate; "
+                             "drop it to pretrain the replicates, or drop --replicates")
+        return [0]
+    return seeds
+
+
 def main(argv, defaults: dict) -> int:
     args = parser(defaults).parse_args(argv)
     args.seed = args.seeds[0]
@@ -131,6 +152,7 @@ def main(argv, defaults: dict) -> int:
                     weight_path=args.weight_path, extra_pretrain=extra, dry_run=args.dry_run, progress=args.progress,
                     cluster=cluster)
     stages = stages_for(args.python_file, args.stages, base.dataset)
+    replicates = replicate_seeds(args, base.dataset)
     methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)
     refs = args.retrain_refs if args.retrain_refs is not None else attack.get(
         "retrain_refs", config.ATTACK.get(base.dataset, {}).get("retrain_refs", 0))
@@ -142,7 +164,8 @@ def main(argv, defaults: dict) -> int:
         extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
         jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
                           extra_pretrain=extra, weight_path=args.weight_path,
-                          method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs, force=args.force)
+                          method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs, force=args.force,
+                          replicates=replicates)
         n_jobs = args.jobs or default_jobs()
         status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
                                  progress=args.progress) if args.executor != "local" else
@@ -151,7 +174,8 @@ def main(argv, defaults: dict) -> int:
         if args.dry_run:
             return 0
         failed = {k: v[1] for k, v in status.items() if v[0] != 0}
-    rows, md = write_summary(base, methods, args.seeds, weight_path=args.weight_path, attack=attack)
+    rows, md = write_summary(base, methods, args.seeds, weight_path=args.weight_path, attack=attack,
+                             replicates=replicates)
     print(md)
     print(f"summary: {base.log_root}/summary.md, summary.csv ({time.perf_counter() - t0:.0f}s)")
     if failed:

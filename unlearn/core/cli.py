@@ -53,6 +53,9 @@ def base_parser(description: str, dataset_default: str) -> argparse.ArgumentPars
     p.add_argument("--ood_classes", "--ood-classes", dest="ood_classes", type=nonneg_int, nargs="+", default=None,
                    help="classes held out as OOD, dataset labels (default from config.py)")
     p.add_argument("-seed", "--seed", type=nonneg_int, default=0)
+    p.add_argument("--pretrain_seed", "--pretrain-seed", dest="pretrain_seed", type=nonneg_int, default=0,
+                   help="which pretrained model (its pretraining seed): the experiment's replicate; in the "
+                        "pretraining script, -seed is the pretraining seed")
     p.add_argument("-b", "--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=None,
                    help="batch size (default from config.py / the method)")
     p.add_argument("-gpu", "--gpu", action="store_true", help="use CUDA (same as --device cuda)")

@@ -73,10 +73,15 @@ def script(stage: str, dataset: str) -> str:
     return SCRIPTS[stage].format(d=PAPER_SCRIPT_DATASET.get(dataset, "cifar20"))
 
 
+def _pre(s: Setting) -> str:
+    return f"-pre{s.pretrain_seed}" if s.pretrain_seed else ""
+
+
 def common_flags(s: Setting, *, classes: bool = True) -> list[str]:
     """Flags every stage command gets; the class split always explicit, so no run falls back to config.py's."""
     split = ["--forget_class", str(s.forget_class)] if classes else []
     split += ["--ood_classes", *map(str, s.ood_classes)]
+    split += ["--pretrain_seed", str(s.pretrain_seed)] if s.pretrain_seed else []
     return ["--dataset", s.dataset, "-net", s.net, "-classes", str(s.classes), *split, "--data-root", s.data_root,
             "--log-root", s.log_root, "--no-progress"]
 
@@ -93,26 +98,35 @@ def _weight_flags(weight_path) -> list[str]:
 
 
 def build_jobs(base: Setting, *, methods, seeds, stages, attack: dict, extra_pretrain: list[str] = (),
-               method_l1=None, weight_path=None, retrain_refs: int = 0, force: bool = False) -> list[Job]:
+               method_l1=None, weight_path=None, retrain_refs: int = 0, force: bool = False,
+               replicates=(0,)) -> list[Job]:
     """The graph: pretrain (dense and, if needed, L1-sparse) -> forget -> attack and distribution.
+
+    ``replicates``: the pretraining seeds (:attr:`Setting.pretrain_seed`); each replicate is its own
+    pretrained models and its own runs of every method and seed. The references do not start from a
+    pretrained model and are shared by all replicates.
 
     ``retrain_refs`` > 0 adds the attack's reference population: that many ``retrain`` runs
     with seeds ``config.REFERENCE_SEED_BASE + r``, trained once and shared by every seed, and
     per seed one job that computes their relearning curves before the attacks.
     ``force`` makes the distribution stage recompute runs it would otherwise reuse.
     """
-    jobs = pretrain_jobs(base, methods, stages=stages, extra_pretrain=extra_pretrain, method_l1=method_l1,
-                         weight_path=weight_path)
-    pre = [j.name for j in jobs]
+    reps = {p: replace(base, pretrain_seed=p) for p in replicates}
+    pre = {p: pretrain_jobs(s, methods, stages=stages, extra_pretrain=extra_pretrain, method_l1=method_l1,
+                            weight_path=weight_path) for p, s in reps.items()}
+    jobs = [j for js in pre.values() for j in js]
     retrain = next((m for m in methods if m[0] == "retrain"), None)
     refs = []
     if retrain is not None and retrain_refs > 0 and "attack" in stages:
-        refs = reference_jobs(base, retrain, retrain_refs, weight_path=weight_path, deps=pre)
+        first = next(iter(reps))
+        refs = reference_jobs(replace(base, pretrain_seed=0), retrain, retrain_refs, weight_path=weight_path,
+                              deps=[j.name for j in pre[first]])
         if "forget" in stages:
             jobs += refs
-    for seed in seeds:
-        jobs += seed_jobs(replace(base, seed=seed), methods, stages=stages, attack=attack, weight_path=weight_path,
-                          pre=pre, refs=[j.name for j in refs], retrain=retrain, force=force)
+    for p, s in reps.items():
+        for seed in seeds:
+            jobs += seed_jobs(replace(s, seed=seed), methods, stages=stages, attack=attack, weight_path=weight_path,
+                              pre=[j.name for j in pre[p]], refs=[j.name for j in refs], retrain=retrain, force=force)
     names = {j.name for j in jobs}
     for j in jobs:  # a dependency outside the requested stages is assumed to exist already
         j.deps = [d for d in j.deps if d in names]
@@ -129,7 +143,8 @@ def pretrain_jobs(base: Setting, methods, *, stages, extra_pretrain=(), method_l
         d = base.pretrain_dir(l1)
         cmd = [sys.executable, script("pretrain", base.dataset), *common_flags(base, classes=False), *extra_pretrain]
         cmd += ["--l1", str(l1)] if l1 else []
-        jobs.append(Job(f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}", cmd, d, [d / "results.json"],
+        name = f"pretrain{'-l1_' + fmt_para(l1) if l1 else ''}{f'-seed{base.pretrain_seed}' if base.pretrain_seed else ''}"
+        jobs.append(Job(name, cmd, d, [d / "results.json"],
                         dataset=base.dataset))
     return jobs
 
@@ -146,7 +161,7 @@ def forget_job(s: Setting, entry, *, weight_path=None, deps=()) -> tuple[Job, li
     fdir = s.stage_dir("unlearning", method, p1, p2, extras)
     job = Job(f"forget:{s.run_name(method, p1, p2, extras)}",
               [sys.executable, script("forget", s.dataset), *flags, *_weight_flags(weight_path)], fdir,
-              [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}", dataset=s.dataset)
+              [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}{_pre(s)}", dataset=s.dataset)
     return job, flags, extras
 
 
@@ -192,7 +207,7 @@ def attack_job(s: Setting, entry, forget_flags: list[str], extras: dict, *, atta
     adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **attack_extras(s.dataset, attack)})
     cmd = [sys.executable, script("attack", s.dataset), *forget_flags, *_weight_flags(weight_path),
            *_attack_flags(attack)]
-    return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}",
+    return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}{_pre(s)}",
                max_threads=1, dataset=s.dataset)
 
 
@@ -205,7 +220,7 @@ def distribution_job(s: Setting, entry, extras: dict, *, deps=(), force: bool = 
     cmd = [sys.executable, script("distribution", s.dataset), *common_flags(s), "-seed", str(s.seed),
            *([] if force else ["--skip-done"]), "--max-points", points, "--run_dirs", name]
     return Job(f"distribution:{name}", cmd, vdir, [vdir / "results.json"], list(deps),
-               group=f"distribution:seed{s.seed}", dataset=s.dataset,
+               group=f"distribution:seed{s.seed}{_pre(s)}", dataset=s.dataset,
                identity_argv=distribution_identity(name, max_points=points))
 
 
@@ -213,7 +228,7 @@ def reference_curves_job(s: Setting, attack: dict, *, deps=()) -> Job:
     """The references' relearning curves for ``s``'s seed: a helper job, run only when an attack needing it runs."""
     cmd = [sys.executable, script("attack", s.dataset), *common_flags(s), "-seed", str(s.seed), "-method", "retrain",
            "--refs-only", *_attack_flags(attack)]
-    return Job(f"attack-references:seed{s.seed}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
+    return Job(f"attack-references:seed{s.seed}{_pre(s)}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
                if_needed=True, dataset=s.dataset)
 
 

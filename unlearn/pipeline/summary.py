@@ -7,10 +7,17 @@ says how many of the requested seeds have a finished forget run, and a cell
 computed from fewer seeds than its row says ``(n=k)``: a missing seed is never
 hidden.
 
-Reminiscence Attack columns come from the verdicts of :mod:`unlearn.evaluation.rea.verdict`, at
-the output and the feature level, each at the relearning lr with the highest
-two-sided AUC (the strongest attack). A ``null`` row gives the reference
-population scored against itself: what a retrained model gets.
+Runs repeat over *replicates* (independently pretrained models, :attr:`Setting.pretrain_seed`) and
+seeds; numeric cells are mean and sd over all of them. The ``verdict_*`` columns are the one verdict
+per method (:mod:`unlearn.evaluation.rea.decide`): each replicate's model statistic (its forget-class
+relearning curve area, mean over its trials and seeds, at the first relearning lr) tested against the
+retrained references' (pooled t, Holm across the table's method rows except ``baseline``, the
+never-unlearned anchor; TOST within ``config.REA_MARGIN_SD`` reference sd for ``equivalent``).
+
+The other Reminiscence Attack columns come from the per-run readings of
+:mod:`unlearn.evaluation.rea.verdict` (index, two-sided AUC, balanced accuracy: effect sizes and the
+display scale), each at the relearning lr with the highest two-sided AUC. A ``null`` row gives the
+reference population scored against itself: what a retrained model gets.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+import config
+from ..evaluation.rea.decide import decide_means, holm
 from ..methods.entries import entry_settings
 from ..store.checkpoint import atomic_write_text, read_ok_results, save_figure
 from ..store.identity import attack_extras
@@ -34,17 +43,21 @@ COLUMNS = [
     ("d_f", "D_f: forget-class training accuracy (%)"),
     ("d_r", "D_r: retain training accuracy (%)"),
     ("mia", "classic entropy MIA: forget samples predicted member (%)"),
+    ("verdict_out", "verdict, output level, over the replicates (pretrained models) against the retrained "
+                    "references: residual / over-suppressed (relearns faster / slower, pooled t, Holm-adjusted "
+                    "p < alpha), equivalent (TOST within the margin), else undetermined; [Holm p; n models]"),
+    ("verdict_feat", "verdict, feature level (as verdict_out)"),
+    ("rea_diff_out", "model statistic minus the references' (forget-class curve area, output level): the "
+                     "verdict's effect, raw units"),
+    ("rea_diff_feat", "the same at the feature level"),
     ("rea_index_out", "ReA reminiscence index, output level: 0 = like the retrained references, 1 = like the "
                       "never-unlearned model, < 0 = relearns slower than retraining; [95% bootstrap interval]"),
     ("rea_auc2_out", "ReA two-sided AUC against the references, output level (cross-fitted; retrain-like ~0.5)"),
     ("rea_bacc_out", "ReA balanced accuracy at 5% FPR, threshold fixed on held-out references, output level"),
-    ("rea_dir_out", "direction at output level: residual / over-suppressed when the index's whole interval lies "
-                    "above / below the null band, else inside null band"),
     ("rea_index_feat", "ReA reminiscence index, feature level (forget row of the classifier reset to one fixed "
                        "random init in every model)"),
     ("rea_auc2_feat", "ReA two-sided AUC, feature level"),
     ("rea_bacc_feat", "ReA balanced accuracy at 5% FPR, feature level"),
-    ("rea_dir_feat", "direction at feature level"),
     ("rea_auc_ood", "the paper's OOD game, output level: AUC of forget-class against OOD candidate curves "
                     "(area statistic); its null is the `null` row"),
     ("rea_dir_ood", "OOD game direction, output level: the 95% interval of the model's forget-minus-OOD gap in "
@@ -56,8 +69,9 @@ COLUMNS = [
     ("time", "unlearning seconds (evaluation excluded)"),
     ("time_pct", "time as % of the retrain run of the same seed"),
 ]
-TEXT = {"rea_dir_out", "rea_dir_feat", "rea_dir_ood"}
-DIGITS = {"rea_index_out": 2, "rea_index_feat": 2, "rea_auc2_out": 3, "rea_auc2_feat": 3, "rea_bacc_out": 3,
+TEXT = {"rea_dir_ood", "verdict_out", "verdict_feat"}
+VERDICTS = ("verdict_out", "verdict_feat")  # per method over replicates, not per run (summarise)
+DIGITS = {"rea_diff_out": 3, "rea_diff_feat": 3, "rea_index_out": 2, "rea_index_feat": 2, "rea_auc2_out": 3, "rea_auc2_feat": 3, "rea_bacc_out": 3,
           "rea_bacc_feat": 3, "rea_auc_ood": 3, "rea_steps_out": 1, "silhouette": 3, "overlap": 3, "time": 1}
 EXTRA = ["rea_lo_out", "rea_hi_out", "rea_lo_feat", "rea_hi_feat", "rea_lr_out", "rea_lr_feat",
          "rea_auc1_out", "rea_auc1_feat", "rea_tpr5_out", "rea_tpr5_feat", "rea_tpr1_out", "rea_tpr1_feat",
@@ -95,6 +109,13 @@ def attack_cells(res: dict | None) -> dict:
     out.update(rea_dir_out=None, rea_dir_feat=None, rea_dir_ood=None)
     if not res:
         return out
+    primary = next(iter(res.get("per_lr") or {}), None)  # the first relearning lr: the verdict's, fixed beforehand
+    for short, level in LEVEL_KEYS.items():
+        area = ((res["per_lr"][primary].get(level) or {}).get("area") if primary else None) or {}
+        if area:
+            seeds = [r["seed"] for r in res.get("references", [])]
+            out[f"_stat_{short}"] = area["model"]["member"]
+            out[f"_refs_{short}"] = dict(zip(seeds, (r["member"] for r in area["references"])))
     out["rea_refs"] = len(res.get("references", []))
     for short, level in LEVEL_KEYS.items():
         lr, v = strongest(res.get("per_lr"), level)
@@ -132,8 +153,11 @@ def cell(s: Setting, method, p1, p2, extras: dict | None = None) -> dict:
     return row
 
 
+PER_METHOD = {"verdict_out", "verdict_feat", "rea_diff_out", "rea_diff_feat"}  # over replicates: verdicts()
+
+
 def _numeric_keys():
-    return [k for k, _ in COLUMNS if k not in TEXT] + EXTRA
+    return [k for k, _ in COLUMNS if k not in TEXT and k not in PER_METHOD] + EXTRA
 
 
 def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
@@ -149,7 +173,7 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
         lo, hi = [c[f"rea_lo_{short}"] for c in per_seed], [c[f"rea_hi_{short}"] for c in per_seed]
         row[f"rea_lo_{short}"] = float(np.nanmin(lo)) if np.isfinite(lo).any() else float("nan")
         row[f"rea_hi_{short}"] = float(np.nanmax(hi)) if np.isfinite(hi).any() else float("nan")
-    for k in TEXT:
+    for k in TEXT - PER_METHOD:
         votes = Counter(c[k] for c in per_seed if c[k])
         row[k + "_n"] = sum(votes.values())
         if not votes:
@@ -175,21 +199,77 @@ def time_pct(s: Setting, seconds: float, retrain, *, weight_path=None, attack: d
     return 100 * seconds / rt if rt and not math.isnan(rt) else float("nan")
 
 
-def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None) -> list[dict]:
-    """Rows of mean/std over seeds; ``time_pct`` against the retrain row of the same seed."""
+def model_statistics(per_run: list[dict], short: str) -> tuple[list[float], dict]:
+    """A method's model statistics at one level, one per replicate (mean over its seeds), and the
+    references' (seed -> mean over the seeds that measured it), from :func:`cell` dicts."""
+    by_rep: dict[int, list[float]] = {}
+    refs: dict[int, list[float]] = {}
+    for c in per_run:
+        if f"_stat_{short}" in c:
+            by_rep.setdefault(c["_replicate"], []).append(c[f"_stat_{short}"])
+            for seed, v in c[f"_refs_{short}"].items():
+                refs.setdefault(seed, []).append(v)
+    return [float(np.mean(v)) for v in by_rep.values()], {s: float(np.mean(v)) for s, v in refs.items()}
+
+
+def verdicts(rows: list[dict], per_run: list[list[dict]], *, alpha: float | None = None,
+             margin_sd: float | None = None) -> None:
+    """Fill each row's ``verdict_*`` and ``rea_diff_*``: the replicated decision at each level, Holm
+    across the rows except ``baseline`` (the anchor: a check of the attack, not a claim)."""
+    alpha = float(config.REA_ALPHA if alpha is None else alpha)
+    k_sd = float(config.REA_MARGIN_SD if margin_sd is None else margin_sd)
+    for short in LEVEL_KEYS:
+        stats = [model_statistics(cells, short) for cells in per_run]  # aligned with rows
+        pooled: dict[int, list[float]] = {}
+        for _, refs in stats:
+            for seed, v in refs.items():
+                pooled.setdefault(seed, []).append(v)
+        ref_means = np.array([np.mean(v) for v in pooled.values()], dtype=float)
+        margin = k_sd * float(ref_means.std(ddof=1)) if ref_means.size > 1 else float("nan")
+        first = [decide_means(np.array(x, dtype=float), ref_means, margin=margin, alpha=alpha) if x else None
+                 for x, _ in stats]
+        family = [i for i, d in enumerate(first) if d is not None and rows[i]["method"] != "baseline"]
+        adjusted = dict(zip(family, holm([first[i].p_diff for i in family])))
+        for i, r in enumerate(rows):
+            d = first[i]
+            if i in adjusted:
+                d = decide_means(np.array(stats[i][0], dtype=float), ref_means, margin=margin, alpha=alpha,
+                                 p_adjusted=adjusted[i])
+            r[f"verdict_{short}"] = None if d is None else d.label
+            r[f"rea_diff_{short}"] = float("nan") if d is None else d.diff
+            r[f"rea_diff_{short}_std"] = float("nan")
+            r[f"rea_diff_{short}_n"] = 0 if d is None else d.n_method
+            r[f"verdict_{short}_n"] = 0 if d is None else d.n_method
+            r[f"decision_{short}"] = None if d is None else d.as_dict()
+            r[f"verdict_p_{short}"] = float("nan") if d is None else d.p_adjusted if i in adjusted else d.p_diff
+            r[f"verdict_p_equiv_{short}"] = float("nan") if d is None else d.p_equiv
+
+
+def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None,
+              replicates=(0,)) -> list[dict]:
+    """Rows of mean/std over replicates and seeds, ``time_pct`` against the retrain run of the same
+    replicate and seed, and the replicated verdicts (:func:`verdicts`)."""
     retrain = next((m for m in methods if m[0] == "retrain"), None)
-    rows = []
+    rows, per_run = [], []
     for entry in methods:
         method, p1, p2 = entry[:3]
-        per_seed = []
-        for seed in seeds:
-            s = replace(base, seed=seed)
-            c = cell(s, method, p1, p2, run_extras(entry, weight_path=weight_path, attack=attack, dataset=base.dataset))
-            if retrain:
-                c["time_pct"] = time_pct(s, c["time"], retrain, weight_path=weight_path, attack=attack)
-            per_seed.append(c)
-        rows.append({"method": method, "para1": fmt_para(p1), "para2": fmt_para(p2),
-                     **_aggregate(per_seed, len(seeds))})
+        cells = []
+        for p in replicates:
+            for seed in seeds:
+                s = replace(base, seed=seed, pretrain_seed=p)
+                c = cell(s, method, p1, p2, run_extras(entry, weight_path=weight_path, attack=attack,
+                                                       dataset=base.dataset))
+                c["_replicate"] = p
+                if retrain:
+                    c["time_pct"] = time_pct(s, c["time"], retrain, weight_path=weight_path, attack=attack)
+                cells.append(c)
+        per_run.append(cells)
+        row = {"method": method, "para1": fmt_para(p1), "para2": fmt_para(p2),
+               **_aggregate(cells, len(seeds) * len(replicates))}
+        row["replicates"] = len({c["_replicate"] for c in cells if c.get("_forget")})
+        row["replicates_requested"] = len(replicates)
+        rows.append(row)
+    verdicts(rows, per_run)
     return rows
 
 
@@ -248,6 +328,8 @@ def _fmt(v, std, digits):
 
 def format_cell(r: dict, k: str) -> str:
     """One markdown cell: mean (± std over seeds), the index's interval, ``(n=k)`` for missing seeds."""
+    if k in PER_METHOD:
+        return _verdict_cell(r, k)
     if k in TEXT:
         text = r.get(k) or "–"
     else:
@@ -263,21 +345,38 @@ def format_cell(r: dict, k: str) -> str:
     return text
 
 
+def _verdict_cell(r: dict, k: str) -> str:
+    """A per-method cell: the verdict with its (Holm-adjusted) p and its number of models, or the effect."""
+    d = r.get(f"decision_{k.rsplit('_', 1)[-1]}")
+    if r.get("null") or not d:
+        return "–"
+    if k.startswith("rea_diff_"):
+        return _fmt(d["diff"], None, DIGITS.get(k, 3)) + (
+            f" [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]" if np.isfinite(d["ci"]).all() else "")
+    p = d["p_adjusted"] if np.isfinite(d["p_adjusted"]) else d["p_diff"]
+    p_text = f"p {p:.2g}" if np.isfinite(p) else "no test"
+    if d["label"] == "equivalent":
+        p_text = f"TOST p {d['p_equiv']:.2g}"
+    return f"{d['label']} ({p_text}; {d['n_method']}/{r.get('replicates_requested', 1)} models)"
+
+
 def to_markdown(rows) -> str:
-    head = ["method", "para1", "para2", "seeds"] + [k for k, _ in COLUMNS]
+    head = ["method", "para1", "para2", "runs", "replicates"] + [k for k, _ in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        vals = [r["method"], r["para1"], r["para2"], f"{r['seeds']}/{r['seeds_requested']}"]
+        vals = [r["method"], r["para1"], r["para2"], f"{r['seeds']}/{r['seeds_requested']}",
+                f"{r['replicates']}/{r['replicates_requested']}" if "replicates" in r else ""]
         lines.append("| " + " | ".join(vals + [format_cell(r, k) for k, _ in COLUMNS]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_csv(rows) -> str:
     buf = io.StringIO()
-    keys = ["method", "para1", "para2", "seeds", "seeds_requested"]
+    keys = ["method", "para1", "para2", "seeds", "seeds_requested", "replicates", "replicates_requested"]
     for k, _ in COLUMNS:
         keys += [k, k + "_n"] if k in TEXT else [k, k + "_std", k + "_n"]
     keys += [x for k in EXTRA for x in (k, k + "_std", k + "_n")]
+    keys += [f"verdict_{p}_{short}" for short in LEVEL_KEYS for p in ("p", "p_equiv")]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     blank = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v  # noqa: E731
@@ -327,17 +426,21 @@ def plot_comparison(stem: Path, rows, null: dict | None = None):
     plt.close(fig)
 
 
-def write_summary(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None
-                  ) -> tuple[list[dict], str]:
-    """``weight_path`` and ``attack`` as run.py passed them, so the runs' folders are found."""
-    rows = summarise(base, methods, seeds, weight_path=weight_path, attack=attack)
+def write_summary(base: Setting, methods, seeds, *, weight_path=None, attack: dict | None = None,
+                  replicates=(0,)) -> tuple[list[dict], str]:
+    """``weight_path``, ``attack`` and ``replicates`` as run.py passed them, so the runs' folders are found."""
+    rows = summarise(base, methods, seeds, weight_path=weight_path, attack=attack, replicates=replicates)
     null = null_row(base, methods, seeds, weight_path=weight_path, attack=attack)
     table = rows + ([null] if null else [])
     md = to_markdown(table)
     root = Path(base.log_root)
-    title = f"# {base.tag}, forget class {base.forget_class}, seeds {list(seeds)}\n\n"
+    title = (f"# {base.tag}, forget class {base.forget_class}, seeds {list(seeds)}, replicates (pretraining "
+             f"seeds) {list(replicates)}\n\n")
     legend = "\n".join(f"- `{k}`: {d}" for k, d in COLUMNS)
-    legend += ("\n- `seeds`: seeds with a finished forget run / seeds requested; `(n=k)`: a cell from k seeds"
+    legend += ("\n- `runs`: runs (replicate x seed) with a finished forget run / requested; `(n=k)`: a cell from k "
+               "runs; `replicates`: pretrained models with a finished run / requested"
+               f"\n- verdicts: alpha {config.REA_ALPHA}, equivalence margin {config.REA_MARGIN_SD} reference sd; "
+               "the Holm family is every row but `baseline`, at each level"
                "\n- `null` row: each retrained reference scored against the others (mean ± sd of their values; "
                "index interval = the null band, a 95% prediction interval for one more retrained model)")
     atomic_write_text(root / "summary.md", title + md + "\n" + legend + "\n")

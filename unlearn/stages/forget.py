@@ -50,7 +50,7 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
                          f"{setting.dataset} -net {setting.net}")
     replay = replay or ReplayConfig(epochs=spec.replay_epochs)
     device = resolve_device(device)
-    gen = seed_everything(setting.seed)
+    gen = seed_everything(setting.train_seed)
     model, _ = setting.load_model(weight_path, device, fix=f"run: {setting.pretrain_command(l1)}")
     data = setting.load_data(device)
     out = setting.stage_dir("unlearning", method, para1, para2, extras)

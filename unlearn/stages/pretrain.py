@@ -17,7 +17,7 @@ from dataclasses import replace
 import config
 from ..core.cli import base_parser, device_arg, nonneg_float, positive_float, positive_int
 from ..core.engine import accuracy, resolve_device, seed_everything
-from ..core.errors import Diverged
+from ..core.errors import Diverged, UsageError
 from ..core.recipe import fit, pretrain_recipe, warmup_multistep  # noqa: F401  (warmup_multistep: moved there)
 from ..core.runinfo import environment
 from ..store.checkpoint import atomic_write_json, atomic_write_text, save_checkpoint
@@ -63,7 +63,7 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
     after = int(config.dataset_config(setting.dataset).get("best_from_milestone", 0))
     first_eligible = min(recipe.milestones[after - 1] + 1, recipe.epochs) if 0 < after <= len(recipe.milestones) else 1
     device = resolve_device(device)
-    gen = seed_everything(setting.seed)
+    gen = seed_everything(setting.pretrain_seed)
     data = setting.load_data(device)
     model = setting.new_model(device)
     train, test = data.in_train, data.in_test
@@ -116,6 +116,10 @@ def pretrain(setting: Setting, *, lr: float, epochs: int, batch_size: int, l1: f
 
 def main(argv=None, dataset_default: str = "Cifar20"):
     args = parser(dataset_default).parse_args(argv)
+    if args.seed and args.pretrain_seed and args.seed != args.pretrain_seed:
+        raise UsageError(f"-seed {args.seed} and --pretrain_seed {args.pretrain_seed} both name the pretraining "
+                         "seed here; give one of them")
+    args.pretrain_seed, args.seed = args.pretrain_seed or args.seed, 0  # pretraining: -seed is the model's seed
     setting = Setting.from_args(args)
     cfg = config.dataset_config(setting.dataset)
     res = pretrain(setting, lr=args.lr or cfg["lr"], epochs=args.epochs or cfg["epochs"],

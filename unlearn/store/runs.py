@@ -8,12 +8,13 @@ from .setting import Setting
 
 
 def finished_retrain_runs(setting: Setting) -> list[tuple[Path, dict]]:
-    """(run folder, results) of every ``retrain`` run of this class split and seed that finished ok, newest first."""
+    """(run folder, results) of every ``retrain`` run of this class split, seed and replicate that finished ok, newest first."""
     runs = []
     for res in setting.stage_root("unlearning").glob("retrain-*/results.json"):
         r = read_ok_results(res)
         c = (r or {}).get("config", {})
-        if r and c.get("seed") == setting.seed and c.get("forget_class") == setting.forget_class \
+        if r and c.get("seed") == setting.seed and c.get("pretrain_seed", 0) == setting.pretrain_seed \
+                and c.get("forget_class") == setting.forget_class \
                 and sorted(c.get("ood_classes", [])) == sorted(setting.ood_classes):
             runs.append((res.stat().st_mtime, res.parent, r))
     return [(folder, r) for _, folder, r in sorted(runs, key=lambda t: t[0], reverse=True)]

@@ -2,8 +2,8 @@
 
 Layout (as the paper's code, under ``log_files/``)::
 
-    model/pretrain/{net}-{dataset}-{classes}[-l1_{l1}]/{best,last}.pth, results.json
-    forget_full_class_main/{net}-{dataset}-{classes}/unlearning/{method}-{para1}-{para2}[-seed{s}]/
+    model/pretrain/{net}-{dataset}-{classes}[-l1_{l1}][-seed{p}]/{best,last}.pth, results.json
+    forget_full_class_main/{net}-{dataset}-{classes}/unlearning/{method}-{para1}-{para2}[-seed{s}][-pre{p}]/
     forget_full_class_main/{net}-{dataset}-{classes}/mia_mu_attack/{method}-{para1}-{para2}[-seed{s}]/
     forget_full_class_main/{net}-{dataset}-{classes}/visualization/{method}-{para1}-{para2}[-seed{s}]/
 """
@@ -35,7 +35,15 @@ def fmt_para(v) -> str:
 
 @dataclass
 class Setting:
-    """Dataset, model and class split of an experiment, plus where to read and write."""
+    """Dataset, model and class split of an experiment, plus where to read and write.
+
+    ``seed``: the unlearning and attack seed of a run. ``pretrain_seed``: which pretrained model, the
+    experiment's *replicate* (issue: the unit of an experiment is a pretrained model): replicate ``p``
+    is pretrained with seed ``p``; its folders carry ``-seed{p}`` (pretraining) and ``-pre{p}`` (runs
+    of the model) when ``p`` is not 0, so replicate 0 keeps the names of a single-model experiment.
+    The attack's candidate sets depend on ``seed`` only: every replicate and every retrained reference
+    relearns the same sets (common random numbers).
+    """
 
     net: str
     dataset: str
@@ -45,6 +53,7 @@ class Setting:
     data_root: str = config.DATA_ROOT
     log_root: str = config.LOG_ROOT
     seed: int = 0
+    pretrain_seed: int = 0
 
     @classmethod
     def from_args(cls, args) -> "Setting":
@@ -62,7 +71,8 @@ class Setting:
                 forget_class=cfg["forget_class"] if forget is None else forget,
                 ood_classes=sorted(set(cfg["ood_classes"] if ood is None else ood)),
                 data_root=args.data_root or config.DATA_ROOT,
-                log_root=getattr(args, "log_root", None) or config.LOG_ROOT, seed=args.seed)
+                log_root=getattr(args, "log_root", None) or config.LOG_ROOT, seed=args.seed,
+                pretrain_seed=getattr(args, "pretrain_seed", None) or 0)
         s.split  # validates forget class / OOD now, before anything is loaded or written
         return s
 
@@ -90,12 +100,14 @@ class Setting:
 
     def pretrain_dir(self, l1: float = 0.0) -> Path:
         suffix = f"-l1_{fmt_para(l1)}" if l1 else ""
+        suffix += f"-seed{self.pretrain_seed}" if self.pretrain_seed else ""
         suffix += settings_suffix(self.class_extras(with_forget=False))
         return Path(self.log_root) / "model" / "pretrain" / f"{self.tag}{suffix}"
 
     def run_name(self, method: str, para1, para2, extras: dict | None = None) -> str:
-        """``{method}-{para1}-{para2}[-seed{s}][-{hash}]``: the hash only for non-default settings."""
+        """``{method}-{para1}-{para2}[-seed{s}][-pre{p}][-{hash}]``: the hash only for non-default settings."""
         seed = f"-seed{self.seed}" if self.seed else ""
+        seed += f"-pre{self.pretrain_seed}" if self.pretrain_seed else ""
         suffix = settings_suffix({**self.class_extras(), **(extras or {})})
         return f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}{suffix}"
 
@@ -107,6 +119,13 @@ class Setting:
     def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
         """One run's folder: :meth:`stage_root` / :meth:`run_name`."""
         return self.stage_root(stage) / self.run_name(method, para1, para2, extras)
+
+    @property
+    def train_seed(self) -> int:
+        """The seed of a run's own randomness (unlearning, retraining): ``seed`` on replicate 0, and apart
+        from it on another replicate, so ``retrain``, which does not start from the pretrained model,
+        still gives K different models for K replicates."""
+        return self.seed + 1_000_003 * self.pretrain_seed
 
     def load_data(self, device) -> SplitData:
         return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
@@ -121,6 +140,7 @@ class Setting:
         extra = f" --l1 {l1}" if l1 else ""
         ood = self.class_extras(with_forget=False).get("ood_classes")
         extra += f" --ood_classes {' '.join(map(str, ood))}" if ood else ""
+        extra += f" -seed {self.pretrain_seed}" if self.pretrain_seed else ""
         return (f"python pretrain_model_cifar20.py --dataset {self.dataset} -net {self.net} "
                 f"-classes {self.classes}{extra}")
 
@@ -129,7 +149,8 @@ class Setting:
         ``-seed`` follows for ``seed`` (default: this setting's), unless it is 0."""
         seed = self.seed if seed is None else seed
         return (f"python forget_full_class_main_cifar20.py --dataset {self.dataset} -net {self.net} {what}"
-                + (f" -seed {seed}" if seed else ""))
+                + (f" -seed {seed}" if seed else "")
+                + (f" --pretrain_seed {self.pretrain_seed}" if self.pretrain_seed else ""))
 
     def load_model(self, path, device, *, fix: str = ""):
         """A model of this setting with weights from a checkpoint, checked for a match."""

@@ -40,7 +40,7 @@ def reference_seeds(n: int) -> list[int]:
 
 def find_references(setting: Setting, n: int) -> list[tuple[int, Path]]:
     """(seed, model.pth) of the newest finished ``retrain`` run for each reference seed that has one."""
-    found = ((seed, newest_retrain_model(replace(setting, seed=seed))) for seed in reference_seeds(n))
+    found = ((seed, newest_retrain_model(replace(setting, seed=seed, pretrain_seed=0))) for seed in reference_seeds(n))
     return [(seed, path) for seed, path in found if path is not None]
 
 
