@@ -183,3 +183,15 @@ def test_replicates_are_pretrained_models_with_their_own_runs_and_shared_referen
 
 
 REFS_2 = ["retrain-0.01-2-seed1000", "retrain-0.01-2-seed1001"]
+
+
+def test_replicates_with_a_given_checkpoint_or_two_pretraining_seeds_are_one_line_errors(tmp_path):
+    from unlearn.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="one replicate"):
+        launch(["--log-root", str(tmp_path), "--replicates", "2", "--dry-run", "-weight_path", str(tmp_path / "m.pth")],
+               defaults())
+    r = subprocess.run([sys.executable, "pretrain_model_cifar20.py", "--dataset", "Digits", "-seed", "1",
+                        "--pretrain_seed", "2", "--log-root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "give one of them" in r.stderr
+    assert not any(tmp_path.rglob("*.json"))
