@@ -53,6 +53,30 @@ def pretrained_sparse(digits):
                          device="cpu", progress=False) for l1 in l1s}
 
 
+def run_inprocess(script, *args):
+    """Run a stage script's own code in this process, as ``python script args`` would (``__main__``, argv,
+    the repository as working folder), for bad-input checks: they stop before any work, and a fresh
+    interpreter would cost seconds of imports each. Returns a CompletedProcess (returncode, stdout, stderr)."""
+    import contextlib
+    import io
+    import runpy
+    import subprocess
+
+    out, err, argv, cwd = io.StringIO(), io.StringIO(), sys.argv, os.getcwd()
+    code = 0
+    try:
+        os.chdir(ROOT)
+        sys.argv = [str(script), *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+    return subprocess.CompletedProcess([str(script), *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 def run_script(*args, cwd=ROOT, env=None):
     """Run a stage script as a user would; returns the CompletedProcess."""
     import subprocess

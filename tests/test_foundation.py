@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import PRETRAIN_EPOCHS, run_script
+from conftest import PRETRAIN_EPOCHS, run_inprocess, run_script
 from datasets import get_dataset
 from datasets.splits import ClassSplit, augment_batch, make_split_data
 from models import get_model
@@ -126,7 +126,7 @@ def test_atomic_checkpoint_leaves_no_temp(tmp_path):
 ])
 def test_pretrain_bad_input_one_line_exit_2(tmp_path, args, needle):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = run_script("pretrain_model_cifar20.py", *args, "--log-root", tmp_path / "logs")
+    r = run_inprocess("pretrain_model_cifar20.py", *args, "--log-root", tmp_path / "logs")
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr

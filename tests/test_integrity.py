@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_inprocess, run_script
 from unlearn.pipeline import runner
 from unlearn.store.checkpoint import atomic_write_bytes, atomic_write_text
 from unlearn.launcher import main as launch
@@ -114,7 +114,8 @@ def test_force_reruns_the_distribution_stage(digits):
     ("run-distribution-metric.py", ["--max-points", "0"]),
 ])
 def test_bad_numbers_are_one_line_errors(tmp_path, script, args):
-    p = run_script(script, "--dataset", "Digits", "--log-root", tmp_path / "logs", "--data-root", tmp_path / "d", *args)
+    p = run_inprocess(script, "--dataset", "Digits", "--log-root", tmp_path / "logs", "--data-root", tmp_path / "d",
+                      *args)
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error:"), p.stderr
     assert not (tmp_path / "logs").exists()

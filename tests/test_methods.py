@@ -121,9 +121,9 @@ def test_diverging_ascent_is_reported_not_nan(digits, pretrained):
 
 
 def test_unknown_method_lists_valid(tmp_path):
-    from conftest import run_script
+    from conftest import run_inprocess
 
-    r = run_script("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "nosuch",
+    r = run_inprocess("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "nosuch",
                    "--log-root", tmp_path)
     assert r.returncode == 2 and "negative_grad_our" in r.stderr
 
@@ -139,9 +139,9 @@ def test_unusable_parameters_are_one_line_errors(method, digits, pretrained):
 
 
 def test_missing_pretrained_names_command(tmp_path):
-    from conftest import run_script
+    from conftest import run_inprocess
 
-    r = run_script("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "finetune",
+    r = run_inprocess("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "finetune",
                    "--log-root", tmp_path / "logs")
     assert r.returncode == 2
     line = r.stderr.strip()
@@ -245,9 +245,9 @@ def test_config_lists_use_declared_options(dataset):
 
 
 def test_misspelt_opt_exits_2_and_writes_nothing(tmp_path, digits, pretrained):
-    from conftest import run_script
+    from conftest import run_inprocess
 
-    r = run_script("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "negative_grad",
+    r = run_inprocess("forget_full_class_main_cifar20.py", "--dataset", "Digits", "-method", "negative_grad",
                    "--opt", "aplha=0.9", "--log-root", digits.log_root)
     assert r.returncode == 2
     line = r.stderr.strip()

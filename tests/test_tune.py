@@ -11,7 +11,7 @@ import time
 import pytest
 
 import config
-from conftest import ROOT
+from conftest import ROOT, run_inprocess
 from unlearn.core.errors import UsageError
 from unlearn.methods import check_space, get_method, list_methods, param, register_method, search_space
 from unlearn.store.setting import Setting
@@ -99,9 +99,7 @@ def test_bad_space_at_registration_registers_nothing():
     (["-method", "retrain"], "not tuned"),
 ])
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args, word):
-    p = subprocess.run([sys.executable, "tune_method.py", "--dataset", "Digits", *args, "--log-root",
-                        str(tmp_path / "logs")], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = run_inprocess("tune_method.py", "--dataset", "Digits", *args, "--log-root", tmp_path / "logs")
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and word in p.stderr, p.stderr
     assert not (tmp_path / "logs").exists()
