@@ -93,3 +93,26 @@ def test_document_from_synthetic_numbers(tmp_path):
         assert (tmp_path / "calibration" / f"{fig}.png").stat().st_size > 0
     saved = json.loads((tmp_path / "calibration" / "numbers.json").read_text())
     assert saved["levels"]["output"]["power"]["3"][0]["n"] == 120
+
+
+def test_doses_are_one_trajectory_and_reused(tmp_path):
+    """16 tiny SGD steps on an untrained SmallCNN: dose 0 is the source file, doses are written once and
+    reused (same bytes) when asked again."""
+    import torch
+
+    from unlearn.store.checkpoint import save_checkpoint
+    from unlearn.store.identity import file_sha256
+
+    base = C.base_setting(tmp_path)
+    src = tmp_path / "model.pth"
+    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
+                    dataset=base.dataset, class_map=base.split.class_map)
+    data = base.load_data(torch.device("cpu"))
+    made = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert made[0][0] == src and sorted(made) == [0, 1, 4]
+    sums = {k: file_sha256(p) for k, (p, _) in made.items()}
+    assert len(set(sums.values())) == 3  # every dose moved the model
+    stamps = {k: p.stat().st_mtime_ns for k, (p, _) in made.items()}
+    again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
+    assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
