@@ -468,12 +468,14 @@ def plot_negative(stem, numbers: dict) -> list[str]:
 
 
 def plot_power(stem, numbers: dict) -> list[str]:
-    """Label rates of dosed methods (K = 3 and K = 1) against the R references, per level, by dose."""
+    """Label rates of dosed methods (K = 3 and K = 1) against the R references, per level, by dose, and
+    what the dose does to the models' test accuracy (forget class, retain classes)."""
     from matplotlib.figure import Figure  # lazy: start-up time
 
     doses = numbers["doses"]
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    for ax, lv in zip(fig.subplots(1, len(LEVELS)), LEVELS):
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
+    axes = fig.subplots(1, len(LEVELS) + 1)
+    for ax, lv in zip(axes, LEVELS):
         for k, style in ((str(POWER_K), "o-"), ("1", "s--")):
             rows = numbers["levels"][lv]["power"][k]
             for key, colour in (("residual", "tab:red"), ("equivalent", "tab:green"), ("undetermined", "0.5"),
@@ -485,7 +487,18 @@ def plot_power(stem, numbers: dict) -> list[str]:
         ax.set_ylabel("rate")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{lv} level")
-        ax.legend(fontsize=6, ncol=2)
+    h, lab = axes[0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside lower center", ncol=4, fontsize=7)
+    ax = axes[-1]
+    for key, colour in (("forget_test", "tab:red"), ("retain_test", "tab:green")):
+        v = np.array([[m[str(d)][key] for d in doses] for m in numbers["dose_metrics"]])
+        for row in v:
+            ax.plot(range(len(doses)), row, "-", color=colour, alpha=0.3, lw=0.7)
+        ax.plot(range(len(doses)), v.mean(0), "o-", color=colour, label=key.replace("_", " ") + " accuracy (mean)")
+    _dose_axis(ax, doses)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("what the dose does (each model, mean bold)")
+    ax.legend(fontsize=7)
     fig.suptitle(f"{numbers['tag']}: dosed retrained models against "
                  f"{len(numbers['seeds']) - len(numbers['held_out_seeds'])} references")
     return save_figure(fig, stem, formats=("png",), dpi=110)
@@ -580,6 +593,47 @@ def dose_effect_table(numbers: dict) -> str:
     return _md(head, rows)
 
 
+INTACT_POINTS = 5.0  # a dose leaves the model intact while its mean retain-class test accuracy is within this of dose 0's
+
+
+def dose_effects(numbers: dict) -> dict:
+    """{dose: mean forget- and retain-class test accuracy of the dosed models, and the lowest retain one}."""
+    out = {}
+    for d in numbers["doses"]:
+        f = [m[str(d)]["forget_test"] for m in numbers["dose_metrics"]]
+        r = [m[str(d)]["retain_test"] for m in numbers["dose_metrics"]]
+        out[d] = {"forget_test": float(np.mean(f)), "retain_test": float(np.mean(r)), "retain_min": float(min(r))}
+    return out
+
+
+def intact_doses(numbers: dict) -> list:
+    """The doses before the first one whose mean retain-class test accuracy falls more than
+    :data:`INTACT_POINTS` below dose 0's."""
+    eff, doses = dose_effects(numbers), numbers["doses"]
+    floor = eff[doses[0]]["retain_test"] - INTACT_POINTS
+    bad = next((i for i, d in enumerate(doses) if eff[d]["retain_test"] < floor), len(doses))
+    return doses[:bad]
+
+
+def _power_row(numbers: dict, lv: str, dose) -> dict:
+    return next(r for r in numbers["levels"][lv]["power"][str(POWER_K)] if r["dose"] == dose)
+
+
+def paired_mean(numbers: dict, lv: str, dose) -> float:
+    return _power_row(numbers, lv, dose).get("paired_shift_sd", math.nan)
+
+
+def moves(numbers: dict, lv: str, dose) -> tuple[int, int, int]:
+    """(models whose statistic rose from dose 0, models whose statistic fell, models) at ``dose``."""
+    L = numbers["levels"][lv]["dosed"]
+    d = np.asarray(L[str(dose)]) - np.asarray(L[str(numbers["doses"][0])])
+    return int((d > 0).sum()), int((d < 0).sum()), int(d.size)
+
+
+def paired_spread(numbers: dict, lv: str, dose) -> float:
+    return _power_row(numbers, lv, dose).get("paired_shift_sd_spread", math.nan)
+
+
 def k1_equivalence_bound(R: int, alpha: float) -> float:
     """The smallest margin (in reference sd) at which one method model (K = 1) can ever be called
     equivalent with R references: TOST needs ``margin - t_{1-alpha, R-1} * sd * sqrt(1 + 1/R) > |diff| >= 0``,
@@ -611,17 +665,69 @@ def findings(numbers: dict) -> list[str]:
                    + ", ".join(f"K = {r['K']}, R = {r['R']}: {_p(r['equivalent'])} (normal model "
                                f"{_p(sim[(r['K'], r['R'])]['equivalent'])})" for r in rows if r["R"] in (3, 20)) + ".")
         res = {r["dose"]: r for r in L["power"][str(POWER_K)]}
-        first = next((d for d in numbers["doses"] if res[d]["residual"] >= 0.8), None)
-        over0 = res[numbers["doses"][0]]
-        sign = [d for d in numbers["doses"] if d and res[d]["shift_sd"] < 0]
-        out.append(f"**{lv} level, positive controls (K = {POWER_K}, R = {over0['R']}).** At dose 0 (the held-out "
-                   f"retrained models themselves) the labels are residual {_p(over0['residual'])}, over-suppressed "
-                   f"{_p(over0['over-suppressed'])}, equivalent {_p(over0['equivalent'])}. "
-                   + (f"Residual reaches 80% first at dose {first} (shift {_f(res[first]['shift_sd'], 2)} reference "
-                      f"sd, paired {_f(res[first]['paired_shift_sd'], 2)})." if first is not None else
-                      f"Residual never reaches 80% (largest: {_p(max(r['residual'] for r in res.values()))}).")
-                   + (f" The statistic moves *down* (shift below 0) at dose(s) {sign}: training on the forget class "
-                      f"made relearning slower at this level there." if sign else ""))
+        doses = numbers["doses"]
+        first = next((d for d in doses if res[d]["residual"] >= 0.8), None)
+        r0 = res[doses[0]]
+        neg = next(r for r in rows if r["K"] == POWER_K and r["R"] == r0["R"]) if any(
+            r["K"] == POWER_K and r["R"] == r0["R"] for r in rows) else None
+        intact = intact_doses(numbers)
+        falls = [(x, y) for x, y in zip(doses, doses[1:]) if res[y]["residual"] < res[x]["residual"] - 0.1]
+        s = (f"**{lv} level, positive controls (K = {POWER_K}, R = {r0['R']}).** At dose 0 (the held-out retrained "
+             f"models themselves) the labels are residual {_p(r0['residual'])}, over-suppressed "
+             f"{_p(r0['over-suppressed'])}, equivalent {_p(r0['equivalent'])}: the held-out models' mean lies "
+             f"{_f(r0['shift_sd'], 2)} reference sd from the references'")
+        s += (f" (over random K = {POWER_K}, R = {r0['R']} splits of all {len(numbers['seeds'])} models, equivalent "
+              f"{_p(neg['equivalent'])}, over-suppressed {_p(neg['over-suppressed'])}), so this fixed split is one "
+              f"draw and the dose effects are best read paired. " if neg else ". ")
+        s += (f"Residual reaches 80% first at dose {first} (paired shift {_f(res[first]['paired_shift_sd'], 2)} "
+              f"reference sd). " if first is not None else
+              f"Residual never reaches 80% (largest: {_p(max(r['residual'] for r in res.values()))}). ")
+        s += ("Over the doses that leave the model intact (" + ", ".join(map(str, intact)) + "), residual: "
+              + ", ".join(f"{_p(res[d]['residual'])} at {d}" for d in intact) + ". ")
+        if falls:
+            s += ("Power is not monotone in the dose: residual falls from "
+                  + ", ".join(f"{_p(res[x]['residual'])} at dose {x} to {_p(res[y]['residual'])} at dose {y}"
+                              for x, y in falls) + ".")
+        out.append(s)
+    eff = dose_effects(numbers)
+    doses, intact = numbers["doses"], intact_doses(numbers)
+    broken = [d for d in doses if d not in intact]
+    if broken:
+        low = min(doses, key=lambda d: eff[d]["retain_test"])
+        out.append(f"**Large doses break the model.** From dose {broken[0]} the mean retain-class test accuracy falls "
+                   f"from {_f(eff[doses[0]]['retain_test'], 1)}% (dose 0) to {_f(eff[broken[0]]['retain_test'], 1)}% "
+                   f"(lowest: {_f(eff[low]['retain_test'], 1)}% at dose {low}, one model at "
+                   f"{_f(eff[low]['retain_min'], 1)}%) while the forget class is {_f(eff[broken[0]]['forget_test'], 1)}% "
+                   f"right: with {DOSE_BATCH} of {2 * DOSE_BATCH} samples per step from the forget class at lr "
+                   f"{numbers['dose']['lr']} and momentum {numbers['dose']['momentum']}, the forget class crowds out the "
+                   f"others. Such a model is no small residual. At dose {low} the statistic rises for "
+                   + " and ".join(f"{up} and falls for {down} of the {n} models at the {lv} level (paired shift "
+                                  f"{_f(paired_mean(numbers, lv, low), 2)} ± {_f(paired_spread(numbers, lv, low), 2)} "
+                                  f"reference sd)" for lv, (up, down, n) in
+                                  ((lv, moves(numbers, lv, low)) for lv in LEVELS))
+                   + f"; a likely reason is that the relearning steps ({numbers['attack']['retain_per_step']} "
+                   f"retain samples beside each candidate) then mostly repair the retain classes. The power curves "
+                   f"from dose {broken[0]} on measure this breakage, not a dose of residual knowledge.")
+    hidden = [d for d in intact if d and eff[d]["forget_test"] <= 1.0]
+    for d in hidden:
+        o, f = _power_row(numbers, "output", d), _power_row(numbers, "feature", d)
+        if max(o["residual"], f["residual"]) < 0.5:
+            continue
+        out.append(f"**Dose {d} is invisible to accuracy, not to the attack.** Its models still get "
+                   f"{_f(eff[d]['forget_test'], 1)}% of the forget class's test images right (dose 0: "
+                   f"{_f(eff[doses[0]]['forget_test'], 1)}%), yet K = {POWER_K} experiments call it residual in "
+                   f"{_p(o['residual'])} at the output level (paired shift {_f(o['paired_shift_sd'], 2)} reference sd) "
+                   f"and {_p(f['residual'])} at the feature level ({_f(f['paired_shift_sd'], 2)}).")
+    small = [d for d in intact if d]
+    if small:
+        po = [paired_mean(numbers, "output", d) for d in small]
+        pf = [paired_mean(numbers, "feature", d) for d in small]
+        less = max(pf) < max(po)
+        out.append(f"**The feature level sees small doses {'less' if less else 'as well or better'}.** "
+                   f"Paired shifts at the intact doses {small}: output " + ", ".join(_f(x, 2) for x in po)
+                   + ", feature " + ", ".join(_f(x, 2) for x in pf) + " reference sd."
+                   + (" The feature level resets the forget row of the classifier, so what a few steps did to "
+                      "that row does not count there." if less else ""))
     k1 = [r for lv in LEVELS for r in numbers["levels"][lv]["negative_control"] if r["K"] == 1]
     bounds = {R: k1_equivalence_bound(R, a) for R in sorted({r["R"] for r in k1})}
     if k1 and all(r["equivalent"] == 0 for r in k1) and all(b > numbers["margin_sd"] for b in bounds.values()):
@@ -727,6 +833,10 @@ _CAVEATS = """## Limits of this calibration
 - A dose is an idealised residual: a few steps of ordinary training on the forget class, not what an
   unlearning method leaves behind; its doses are nested (one trajectory per model), so the dose curves of one
   model are not independent of each other.
+- The dose uses the pretraining optimiser, momentum included, on batches half of which are forget-class
+  samples: its steps grow along the trajectory, so the ladder of doses is steep and, from some dose on,
+  breaks the model (see "What it shows"); a gentler dose (no momentum, fewer forget samples per step)
+  would probe the range between "invisible" and "broken" more finely.
 - The power part's references are fixed (the same 20 models in every experiment), so its rates are
   conditional on them; dose 0 gives the false-difference rate for these references and these held-out models.
 """
