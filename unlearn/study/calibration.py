@@ -685,8 +685,8 @@ def findings(numbers: dict) -> list[str]:
         s += ("Over the doses that leave the model intact (" + ", ".join(map(str, intact)) + "), residual: "
               + ", ".join(f"{_p(res[d]['residual'])} at {d}" for d in intact) + ". ")
         if falls:
-            s += ("Power is not monotone in the dose: residual falls from "
-                  + ", ".join(f"{_p(res[x]['residual'])} at dose {x} to {_p(res[y]['residual'])} at dose {y}"
+            s += ("Power is not monotone in the dose: residual falls "
+                  + ", ".join(f"from {_p(res[x]['residual'])} at dose {x} to {_p(res[y]['residual'])} at dose {y}"
                               for x, y in falls) + ".")
         out.append(s)
     eff = dose_effects(numbers)
@@ -700,8 +700,8 @@ def findings(numbers: dict) -> list[str]:
                    f"{_f(eff[low]['retain_min'], 1)}%) while the forget class is {_f(eff[broken[0]]['forget_test'], 1)}% "
                    f"right: with {DOSE_BATCH} of {2 * DOSE_BATCH} samples per step from the forget class at lr "
                    f"{numbers['dose']['lr']} and momentum {numbers['dose']['momentum']}, the forget class crowds out the "
-                   f"others. Such a model is no small residual. At dose {low} the statistic rises for "
-                   + " and ".join(f"{up} and falls for {down} of the {n} models at the {lv} level (paired shift "
+                   f"others. Such a model is no small residual. At dose {low} the statistic "
+                   + " and ".join(f"rises for {up} and falls for {down} of the {n} models at the {lv} level (paired shift "
                                   f"{_f(paired_mean(numbers, lv, low), 2)} ± {_f(paired_spread(numbers, lv, low), 2)} "
                                   f"reference sd)" for lv, (up, down, n) in
                                   ((lv, moves(numbers, lv, low)) for lv in LEVELS))
@@ -880,6 +880,7 @@ def main(argv=None) -> int:
         work = {}
     did = {"runs": last["runs"]["ran"] > 0, "statistics": last["statistics"]["computed"] > 0,
            "doses": last["doses"]["computed"] > 0}
+    did.update(analysis=any(did.values()), total=any(did.values()))  # of the invocations that did some work
     for k, v in did.items():
         if v:
             w = work.setdefault(k, {"seconds": 0.0, "invocations": 0})
