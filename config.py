@@ -90,6 +90,14 @@ ATTACK = {
 }
 
 
+# Equivalence margin of the replicated decision (unlearn.evaluation.rea.decide), in sd of the references'
+# model statistics (decide.margin_from_refs): one and a half reference sd. Chosen from the simulation
+# (unlearn.evaluation.rea.calibration.simulate_rates: K=3, R=20, alpha 0.05, 40000 experiments): a method
+# like retraining is called equivalent about half the time (50%), one 2 sd above retraining residual 87%.
+# Checked on real Digits models in docs/calibration.md (studies/calibration.py).
+REA_MARGIN_SD = 1.5
+
+
 # Recommended (method, para1, para2) per dataset, as the paper's run.py. para1/para2
 # mean what each method documents (`python forget_full_class_main_cifar20.py --help`,
 # unlearn/methods/*.py); None takes the method's default (for _our: its over-unlearning default;

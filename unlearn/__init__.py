@@ -12,8 +12,9 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
 * ``evaluation/``: measuring a model: ``metrics``, output-space ``distribution``, and ``rea/``
   (the Reminiscence Attack: ``relearn`` curves, their ``stats``, one model's calibrated verdicts
   (``verdict``), the replicated decision over pretrained models (``decide``, the verdict of record)
-  and its simulated error rates (``calibration``), the retrained ``reference`` population).
-  No command lines here.
+  and its simulated error rates (``calibration``), the retrained ``reference`` population, and
+  ``population``: the attack's configuration, the candidate sets every model relearns and the
+  references' curves). No command lines here.
 * ``stages/``: the stages' command lines and their end-to-end runs (``pretrain``, ``forget``,
   ``attack``, ``distribution``), run by the top-level scripts (``forget_full_class_main_*.py`` ...).
 * ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``),
@@ -23,7 +24,8 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   ``studies`` (Optuna's storage), ``evaluator`` (a setting run in memory), ``worker`` and ``report``
   (best.json, plots, the table); ``grid``: which tuned setting a grid run gets; ``cli``: tune_method.py
   and run.py's tuning flags).
-* ``study/``: the reproduction study (``plan``, ``report``, ``cli``; studies/reproduction.py).
+* ``study/``: the reproduction study (``plan``, ``report``, ``cli``; studies/reproduction.py) and the
+  calibration of the verdict on retrained and dosed models (``calibration``; studies/calibration.py).
 * ``launcher.py``: run.py's command line, on top of everything.
 
 Import rule (``a <- b``: ``b`` may import ``a``, never the reverse; a sub-package may import itself)::

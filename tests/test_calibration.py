@@ -1,0 +1,120 @@
+"""The calibration study's pure functions (unlearn/study/calibration.py) on synthetic model
+statistics: no training, no curves."""
+import json
+
+import numpy as np
+import pytest
+
+from unlearn.evaluation.rea.calibration import decide_arrays
+from unlearn.evaluation.rea.decide import LABELS, decide_means
+from unlearn.study import calibration as C
+
+
+@pytest.mark.parametrize("k,r", [(1, 3), (3, 5), (3, 20), (1, 20)])
+def test_splits_are_disjoint(k, r):
+    rng = np.random.default_rng(0)
+    sp = C.draw_splits(30, k, r, 500, rng)
+    assert sp.shape == (500, k + r)
+    assert all(len(set(row)) == k + r for row in sp)  # method and references never share a model
+    assert sp.min() >= 0 and sp.max() < 30
+    part = C.disjoint_splits(30, k, r, rng)
+    assert part.shape == (30 // (k + r), k + r)
+    assert len(set(part.ravel())) == part.size  # no model in two experiments
+    with pytest.raises(ValueError):
+        C.draw_splits(10, 3, 8, 5, rng)
+
+
+def test_labels_are_decide_means_and_rates_sum_to_one():
+    rng = np.random.default_rng(1)
+    stats = rng.normal(0.3, 0.05, 30)
+    sp = C.draw_splits(30, 3, 10, 300, rng)
+    lab = C.label_splits(stats, sp, 3, margin_sd=1.5)
+    row = sp[7]
+    m, refs = stats[row[:3]], stats[row[3:]]
+    assert lab[7] == decide_means(m, refs, margin=1.5 * refs.std(ddof=1)).label
+    m, refs = stats[sp[:, :3]], stats[sp[:, 3:]]
+    assert list(lab) == list(decide_arrays(m, refs, 1.5 * refs.std(1, ddof=1)))  # the vectorised rule agrees
+    rt = C.rates(lab)
+    assert sum(rt[k] for k in LABELS) == pytest.approx(1.0)
+    assert rt["false_difference"] == pytest.approx(rt["residual"] + rt["over-suppressed"])
+    for row in C.negative_control(stats, Ks=(1, 3), Rs=(3, 20), n_splits=100, margin_sd=1.5):
+        assert sum(row[k] for k in LABELS) == pytest.approx(1.0)
+        assert sum(row["disjoint"]["counts"].values()) == row["disjoint"]["n"] == 30 // (row["K"] + row["R"])
+
+
+def test_method_groups():
+    rng = np.random.default_rng(2)
+    g = C.method_groups(10, 3, 2000, rng)
+    assert len(g) == 120 and len({tuple(x) for x in g}) == 120  # every triple once
+    g = C.method_groups(10, 3, 50, rng)
+    assert g.shape == (50, 3) and all(len(set(x)) == 3 for x in g)
+
+
+def test_dose_zero_reproduces_the_negative_control():
+    rng = np.random.default_rng(3)
+    stats = rng.normal(0.3, 0.05, 30)
+    refs, held = stats[:20], stats[20:]
+    sd = refs.std(ddof=1)
+    dosed = {0: held, 4: held + 4 * sd}
+    rows = {r["dose"]: r for r in C.power_rows(dosed, refs, k=3, margin_sd=1.5)}
+    groups = C.method_groups(10, 3, 2000, rng)
+    splits = np.hstack([groups + 20, np.broadcast_to(np.arange(20), (len(groups), 20))])
+    neg = C.rates(C.label_splits(stats, splits, 3, margin_sd=1.5))
+    assert {k: rows[0][k] for k in LABELS} == {k: neg[k] for k in LABELS}
+    assert rows[0]["paired_shift_sd"] == 0.0
+    assert rows[4]["paired_shift_sd"] == pytest.approx(4.0)
+    assert rows[4]["residual"] > 0.9  # a 4 sd dose is found
+
+
+def _numbers(rng):
+    stats = {lv: rng.normal(0.3, 0.05, 30) for lv in ("output", "feature")}
+    dosed = {lv: {k: s[20:] + {0: 0.0, 1: 0.25, 4: 0.08}[k] for k in (0, 1, 4)} for lv, s in stats.items()}
+    out = C.analyse(stats, dosed, held_out=10, n_splits=150, margin_sd=1.5, n_sim=500, n_pop=4)
+    out.update(dataset="Digits", tag="SmallCNN-Digits-10", forget_class=4, ood=[8, 9], doses=[0, 1, 4],
+               attack={"trials": 10, "steps": 20, "unlearn_data_percent": 16.0, "retain_per_step": 14, "seed": 0,
+                       "lr_used": 0.05},
+               retrain_entry=["retrain", None, None], seeds=list(range(1000, 1030)),
+               held_out_seeds=list(range(1020, 1030)), split_seed=0,
+               dose={"forget_per_step": 8, "retain_per_step": 8, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+               dose_metrics=[{"seed": s, **{str(k): {"forget_test": 0.0 if k < 4 else 90.0,
+                                                           "retain_test": 95.0 if k < 4 else 50.0} for k in (0, 1, 4)}}
+                             for s in range(1020, 1030)])
+    return out
+
+
+def test_document_from_synthetic_numbers(tmp_path):
+    numbers = _numbers(np.random.default_rng(4))
+    timings = {"last": {"runs": {"seconds": 1.0, "ran": 0, "runs": 31}, "statistics": {"seconds": 2.0, "computed": 0,
+                                                                                        "cached": 60},
+                        "total": {"seconds": 3.0}}, "work": {}}
+    path = C.write_document(tmp_path, numbers, timings)
+    text = path.read_text()
+    assert "## Negative controls" in text and "## What it shows" in text and "nan" not in text.lower()
+    assert "Large doses break the model" in text and "Dose 1 is invisible to accuracy" in text
+    for fig in ("negative_controls", "power", "statistics"):
+        assert (tmp_path / "calibration" / f"{fig}.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "calibration" / "numbers.json").read_text())
+    assert saved["levels"]["output"]["power"]["3"][0]["n"] == 120
+
+
+def test_doses_are_one_trajectory_and_reused(tmp_path):
+    """16 tiny SGD steps on an untrained SmallCNN: dose 0 is the source file, doses are written once and
+    reused (same bytes) when asked again."""
+    import torch
+
+    from unlearn.store.checkpoint import save_checkpoint
+    from unlearn.store.identity import file_sha256
+
+    base = C.base_setting(tmp_path)
+    src = tmp_path / "model.pth"
+    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
+                    dataset=base.dataset, class_map=base.split.class_map)
+    data = base.load_data(torch.device("cpu"))
+    made = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert made[0][0] == src and sorted(made) == [0, 1, 4]
+    sums = {k: file_sha256(p) for k, (p, _) in made.items()}
+    assert len(set(sums.values())) == 3  # every dose moved the model
+    stamps = {k: p.stat().st_mtime_ns for k, (p, _) in made.items()}
+    again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
+    assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
