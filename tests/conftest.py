@@ -84,3 +84,15 @@ def run_script(*args, cwd=ROOT, env=None):
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True,
                           timeout=600)
+
+
+# Files whose fixtures run whole pipelines, longest first (measured: tens of seconds to minutes each).
+# With one worker per core (pytest-xdist, --dist loadfile) they start first and the short files fill
+# the gaps, instead of one long file running alone at the end.
+HEAVY_FIRST = ["test_study.py", "test_run.py", "test_slurm.py", "test_methods.py", "test_integrity.py",
+               "test_tune.py", "test_summary.py", "test_attack.py", "test_our.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
