@@ -118,3 +118,60 @@ def test_doses_are_one_trajectory_and_reused(tmp_path):
     again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
     assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
     assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
+
+
+def test_dose_step_is_plain_sgd():
+    """Three dose steps on a tiny model: each is p - lr * grad at the current parameters (no momentum, no
+    weight decay). With the pretraining optimiser's momentum the second step would differ."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    opt, lr = C.dose_optimizer(model, 0.05), 0.05
+    for _ in range(3):
+        before = [p.detach().clone() for p in model.parameters()]
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+        C.dose_step(model, opt, x, y)
+        for p, b, g in zip(model.parameters(), before, grads):
+            assert torch.allclose(p.detach(), b - lr * g, atol=1e-7)
+    heavy = torch.nn.Linear(4, 3)
+    heavy.load_state_dict(model.state_dict())
+    opt = C.dose_optimizer(heavy, lr, momentum=0.9, weight_decay=0.0)
+    C.dose_step(heavy, opt, x, y)
+    before = [p.detach().clone() for p in heavy.parameters()]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(heavy(x), y), list(heavy.parameters()))
+    C.dose_step(heavy, opt, x, y)
+    assert not all(torch.allclose(p.detach(), b - lr * g, atol=1e-7)
+                   for p, b, g in zip(heavy.parameters(), before, grads))  # the check can see momentum
+
+
+def test_dose_models_step_without_momentum(tmp_path):
+    """dose_models on an untrained SmallCNN: the step from dose 1 to dose 2 is p - lr * grad of the second
+    batch at dose 1's parameters, and the files record momentum 0 and weight decay 0."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    from unlearn.core.recipe import pretrain_recipe
+    from unlearn.store.checkpoint import save_checkpoint
+
+    base = C.base_setting(tmp_path)
+    src = tmp_path / "model.pth"
+    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
+                    dataset=base.dataset, class_map=base.split.class_map)
+    cpu = torch.device("cpu")
+    data = base.load_data(cpu)
+    made = C.dose_models(base, 1020, src, (0, 1, 2), data=data, device=cpu)
+    lr = pretrain_recipe(base.dataset).lr
+    m1, _ = base.load_model(made[1][0], cpu)
+    m2, _ = base.load_model(made[2][0], cpu)
+    x, y = next(itertools.islice(C.dose_batches(data, 1020, 2), 1, None))  # the second step's batch
+    m1.train()
+    params = [p for p in m1.parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(m1(x), y), params)
+    for p1, p2, g in zip(params, m2.parameters(), grads):
+        assert torch.allclose(p2.detach(), p1.detach() - lr * g, atol=1e-6, rtol=1e-5)
+    rec = torch.load(made[2][0], map_location="cpu", weights_only=True)["dose_record"]
+    assert rec["momentum"] == 0.0 and rec["weight_decay"] == 0.0 and rec["lr"] == lr

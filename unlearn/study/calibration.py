@@ -15,11 +15,16 @@ Digits models:
   independent experiments; :func:`disjoint_splits` gives the independent ones (few), and
   :func:`population_spread` how far a rate over splits of N normal models strays from its expectation.
 * **Positive controls.** The ``held_out`` models of the highest seeds (never references here; the
-  references are the others) each get a known dose of the forget class: k SGD steps, each on
-  ``DOSE_BATCH`` forget-class training samples plus as many retain samples, at the pretraining lr
-  (:func:`dose_models`; the doses of one model are the prefixes of one trajectory, dose 0 is the
-  retrained model itself). Power: every K-subset of the dosed models at one dose against the R
-  references (:func:`power_rows`).
+  references are the others) each get a known dose of the forget class: k steps of plain SGD (no
+  momentum, no weight decay), each on ``DOSE_BATCH`` forget-class training samples plus as many
+  retain samples, at the pretraining lr (:func:`dose_models`; the doses of one model are the prefixes
+  of one trajectory, dose 0 is the retrained model itself). Power: every K-subset of the dosed models
+  at one dose against the R references (:func:`power_rows`). Why no momentum: with the pretraining
+  optimiser (momentum 0.9) the dose broke the models from 4 steps on (the run of commit 08c6dd9: mean
+  retain-class test accuracy 99.7% at dose 0, 73.4% at dose 4, 22.4% at dose 8), so its power curve
+  measured breakage, not residual knowledge, and was not monotone. Every run measures that again on
+  accuracies alone (:func:`dose_accuracies` with the pretraining optimiser) and the document shows it
+  beside the plain-SGD doses.
 
 The model statistic (:func:`model_statistic`): the mean over the attack's trials of a model's
 forget-class ("member") curve area (:func:`unlearn.evaluation.rea.stats.curve_area`) at one level, at
@@ -72,10 +77,12 @@ N_SPLITS = 2000
 HELD_OUT = 10  # the models of the highest seeds: dosed, never references in the power part
 DOSES = (0, 1, 2, 4, 8, 16)
 DOSE_BATCH = 8  # forget-class samples per dose step, and as many retain samples
+DOSE_MOMENTUM = 0.0  # plain SGD: momentum 0.9 (the pretraining optimiser's) broke the models (module docstring)
+DOSE_WEIGHT_DECAY = 0.0  # plain SGD: a dose step is p - lr * grad
 POWER_K = 3  # the dosed method's models per experiment (and K = 1); its references: every model not held out
 ATTACK_SEED = 0
 ALPHA = 0.05
-DOSE_VERSION = "dose-1"  # bump when dose_models changes what a dose file holds
+DOSE_VERSION = "dose-2"  # bump when dose_models changes what a dose file holds
 FALSE = ("residual", "over-suppressed")
 
 
@@ -303,11 +310,11 @@ def dose_dir(base: Setting) -> Path:
     return base.stage_root("calibration_doses")
 
 
-def dose_record(source: Path, seed: int, dose: int, recipe) -> dict:
+def dose_record(source: Path, seed: int, dose: int, lr: float) -> dict:
     """What determines a dose file: the source model's bytes, the dose, its batches' seed, the optimiser."""
     return {"version": DOSE_VERSION, "source_sha256": file_sha256(source), "seed": int(seed), "dose": int(dose),
-            "forget_per_step": DOSE_BATCH, "retain_per_step": DOSE_BATCH, "lr": recipe.lr,
-            "momentum": recipe.momentum, "weight_decay": recipe.weight_decay}
+            "forget_per_step": DOSE_BATCH, "retain_per_step": DOSE_BATCH, "lr": float(lr),
+            "momentum": DOSE_MOMENTUM, "weight_decay": DOSE_WEIGHT_DECAY}
 
 
 def read_dose(path: Path, record: dict) -> dict | None:
@@ -320,45 +327,88 @@ def read_dose(path: Path, record: dict) -> dict | None:
     return obj.get("dose_metrics") if got == record else None
 
 
+def dose_batches(data, seed: int, steps: int):
+    """The ``steps`` batches of one dose trajectory, in order: each ``DOSE_BATCH`` random forget-class
+    training samples followed by as many retain samples, drawn from a generator seeded with ``seed``."""
+    g = torch.Generator().manual_seed(int(seed))
+    for _ in range(steps):
+        f, r = data.forget_train.sample(DOSE_BATCH, g), data.retain_train.sample(DOSE_BATCH, g)
+        yield torch.cat([f.x, r.x]), torch.cat([f.y, r.y])
+
+
+def dose_optimizer(model, lr: float, *, momentum: float = DOSE_MOMENTUM, weight_decay: float = DOSE_WEIGHT_DECAY):
+    """The dose's optimiser: by default plain SGD, each step ``p - lr * grad`` (see the module docstring
+    for why not the pretraining optimiser's momentum 0.9)."""
+    return sgd(model, lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def dose_step(model, opt, x, y) -> None:
+    """One dose step: cross-entropy on the batch (``x``, ``y``) in train mode, one ``opt`` step."""
+    model.train()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def dose_trajectory(model, data, seed: int, doses, opt):
+    """Run the ``max(doses)`` steps of one dose trajectory on ``model`` in place (:func:`dose_batches`,
+    :func:`dose_step` with ``opt``), yielding each dose of ``doses`` (> 0) once the model has had it."""
+    for step, (x, y) in enumerate(dose_batches(data, seed, max(doses)), 1):
+        dose_step(model, opt, x, y)
+        if step in doses:
+            yield step
+
+
+def _test_accuracies(model, data) -> dict:
+    return {"forget_test": 100 * accuracy(model, data.forget_test),
+            "retain_test": 100 * accuracy(model, data.retain_test)}
+
+
 def dose_models(base: Setting, seed: int, source: Path, doses=DOSES, *, data, device) -> dict:
     """The dosed versions of one retrained model: {dose: (model file, metrics)}.
 
-    One trajectory of ``max(doses)`` SGD steps (the dataset's pretraining lr, momentum and weight
-    decay; a fresh optimiser; train mode), each on ``DOSE_BATCH`` random forget-class training samples
-    and as many retain samples, drawn from a generator seeded with the model's ``seed``; dose k is
-    the model after k steps, written to ``calibration_doses/seed{seed}/k{k}.pth`` (dose 0: ``source``
-    itself). Files made from the same record are reused. Metrics: forget- and retain-class test
-    accuracy (%)."""
-    recipe = pretrain_recipe(base.dataset)
+    One trajectory of ``max(doses)`` steps of plain SGD (:func:`dose_optimizer`: the dataset's
+    pretraining lr, no momentum, no weight decay; a fresh optimiser; train mode), each on
+    ``DOSE_BATCH`` random forget-class training samples and as many retain samples
+    (:func:`dose_batches`, seeded with the model's ``seed``); dose k is the model after k steps, written
+    to ``calibration_doses/seed{seed}/k{k}.pth`` (dose 0: ``source`` itself). Files made from the same
+    record are reused. Metrics: forget- and retain-class test accuracy (%).
+
+    No momentum because the pretraining optimiser's momentum 0.9 broke the models: its steps grow
+    along the trajectory, and in the run of commit 08c6dd9 the mean retain-class test accuracy fell
+    from 99.7% (dose 0) to 73.4% at dose 4 and 22.4% at dose 8, so the power curve measured breakage,
+    not residual knowledge. Without momentum the forget class is learnt (on accuracies: 0, 0, 0, 85.6
+    and 99.3% at doses 1, 2, 4, 8, 16) while the retain classes stay at 98.7% or more;
+    :func:`dose_accuracies` measures both optimisers again in every run."""
+    lr = pretrain_recipe(base.dataset).lr
     folder = dose_dir(base) / f"seed{seed}"
     paths = {k: (source if k == 0 else folder / f"k{k}.pth") for k in doses}
-    records = {k: dose_record(source, seed, k, recipe) for k in doses}
+    records = {k: dose_record(source, seed, k, lr) for k in doses}
     known = {k: read_dose(paths[k], records[k]) for k in doses if k}
     model, obj = base.load_model(source, device, fix="rerun the retrain run")
-
-    def metrics():
-        return {"forget_test": 100 * accuracy(model, data.forget_test),
-                "retain_test": 100 * accuracy(model, data.retain_test)}
-
-    out = {0: (source, metrics())} if 0 in doses else {}
+    out = {0: (source, _test_accuracies(model, data))} if 0 in doses else {}
     if all(v is not None for v in known.values()):
         return {**out, **{k: (paths[k], known[k]) for k in doses if k}}
-    g = torch.Generator().manual_seed(int(seed))
-    opt = sgd(model, recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     meta = dict(model_name=base.net, num_classes=base.num_outputs, dataset=base.dataset,
                 class_map=base.split.class_map, config=obj.get("config", {}))
-    for step in range(1, max(doses) + 1):
-        f, r = data.forget_train.sample(DOSE_BATCH, g), data.retain_train.sample(DOSE_BATCH, g)
-        x, y = torch.cat([f.x, r.x]), torch.cat([f.y, r.y])
-        model.train()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step in paths:
-            m = metrics()
-            save_checkpoint(paths[step], model, **meta, extra={"dose_record": records[step], "dose_metrics": m})
-            out[step] = (paths[step], m)
+    for step in dose_trajectory(model, data, seed, doses, dose_optimizer(model, lr)):
+        m = _test_accuracies(model, data)
+        save_checkpoint(paths[step], model, **meta, extra={"dose_record": records[step], "dose_metrics": m})
+        out[step] = (paths[step], m)
+    return out
+
+
+def dose_accuracies(base: Setting, seed: int, source: Path, doses=DOSES, *, data, device, momentum: float,
+                    weight_decay: float) -> dict:
+    """{dose: forget- and retain-class test accuracy (%)} of the same trajectory as :func:`dose_models`
+    (same lr, same batches) with another optimiser, no files: the study runs it with the pretraining
+    optimiser's momentum and weight decay to show what the plain-SGD dose avoids."""
+    model, _ = base.load_model(source, device, fix="rerun the retrain run")
+    out = {0: _test_accuracies(model, data)} if 0 in doses else {}
+    opt = dose_optimizer(model, pretrain_recipe(base.dataset).lr, momentum=momentum, weight_decay=weight_decay)
+    for step in dose_trajectory(model, data, seed, doses, opt):
+        out[step] = _test_accuracies(model, data)
     return out
 
 
@@ -398,10 +448,15 @@ def run_study(base: Setting, *, n_models: int = N_MODELS, held_out: int = HELD_O
     t0 = time.perf_counter()
     data = base.load_data(dev)
     dosed_models = models[n_models - held_out:]
+    recipe = pretrain_recipe(base.dataset)
     dose_info, dosed, dhits = [], {lv: {k: [] for k in doses} for lv in LEVELS}, {"cached": 0, "computed": 0}
+    pre_info = []  # the same trajectories with the pretraining optimiser: accuracies only
     for s, path in dosed_models:
         made = dose_models(base, s, path, doses, data=data, device=dev)
         dose_info.append({"seed": s, **{str(k): m for k, (_, m) in made.items()}})
+        pre = dose_accuracies(base, s, path, doses, data=data, device=dev, momentum=recipe.momentum,
+                              weight_decay=recipe.weight_decay)
+        pre_info.append({"seed": s, **{str(k): m for k, m in pre.items()}})
         for k, (p, _) in made.items():
             for lv in LEVELS:
                 v, hit = model_statistic(rl, p, lr=lr, level=lv, desc=f"seed{s} dose {k} {lv}")
@@ -416,9 +471,13 @@ def run_study(base: Setting, *, n_models: int = N_MODELS, held_out: int = HELD_O
            "retrain_entry": list(entry_for("retrain", grid_entries(base.dataset))[:3]),
            "seeds": [s for s, _ in models], "held_out_seeds": [s for s, _ in dosed_models],
            "margin_sd": margin_sd, "alpha": ALPHA, "n_splits": n_splits, "split_seed": seed, "doses": list(doses),
-           "dose": {"forget_per_step": DOSE_BATCH, "retain_per_step": DOSE_BATCH,
-                    **{k: getattr(pretrain_recipe(base.dataset), k) for k in ("lr", "momentum", "weight_decay")}},
-           "dose_metrics": dose_info}
+           "replicates": config.REPLICATES[base.dataset],
+           "dose": {"forget_per_step": DOSE_BATCH, "retain_per_step": DOSE_BATCH, "lr": recipe.lr,
+                    "momentum": DOSE_MOMENTUM, "weight_decay": DOSE_WEIGHT_DECAY},
+           "dose_metrics": dose_info,
+           "pretraining_optimiser": {"lr": recipe.lr, "momentum": recipe.momentum,
+                                     "weight_decay": recipe.weight_decay},
+           "dose_metrics_pretraining_optimiser": pre_info}
     out.update(analyse(stats, dosed, held_out=held_out, n_splits=n_splits, margin_sd=margin_sd, seed=seed))
     t["analysis"] = {"seconds": time.perf_counter() - t0}
     out["timings"] = t
