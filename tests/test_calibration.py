@@ -66,28 +66,36 @@ def test_dose_zero_reproduces_the_negative_control():
     assert rows[4]["residual"] > 0.9  # a 4 sd dose is found
 
 
-def _numbers(rng):
+def _metrics(broken: bool):
+    """Per held-out model and dose: test accuracies that break the model at dose 4 or that do not."""
+    return [{"seed": s, **{str(k): {"forget_test": 0.0 if k < 4 else 90.0,
+                                    "retain_test": 95.0 if k < 4 or not broken else 50.0} for k in (0, 1, 4)}}
+            for s in range(1020, 1030)]
+
+
+def _numbers(rng, *, broken=True):
     stats = {lv: rng.normal(0.3, 0.05, 30) for lv in ("output", "feature")}
     dosed = {lv: {k: s[20:] + {0: 0.0, 1: 0.25, 4: 0.08}[k] for k in (0, 1, 4)} for lv, s in stats.items()}
     out = C.analyse(stats, dosed, held_out=10, n_splits=150, margin_sd=1.5, n_sim=500, n_pop=4)
     out.update(dataset="Digits", tag="SmallCNN-Digits-10", forget_class=4, ood=[8, 9], doses=[0, 1, 4],
                attack={"trials": 10, "steps": 20, "unlearn_data_percent": 16.0, "retain_per_step": 14, "seed": 0,
-                       "lr_used": 0.05},
-               retrain_entry=["retrain", None, None], seeds=list(range(1000, 1030)),
+                       "lr_used": 0.05, "retrain_refs": 20},
+               replicates=3, retrain_entry=["retrain", None, None], seeds=list(range(1000, 1030)),
                held_out_seeds=list(range(1020, 1030)), split_seed=0,
-               dose={"forget_per_step": 8, "retain_per_step": 8, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-               dose_metrics=[{"seed": s, **{str(k): {"forget_test": 0.0 if k < 4 else 90.0,
-                                                           "retain_test": 95.0 if k < 4 else 50.0} for k in (0, 1, 4)}}
-                             for s in range(1020, 1030)])
+               dose={"forget_per_step": 8, "retain_per_step": 8, "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0},
+               dose_metrics=_metrics(broken),
+               pretraining_optimiser={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+               dose_metrics_pretraining_optimiser=_metrics(True))
     return out
+
+
+_TIMINGS = {"last": {"runs": {"seconds": 1.0, "ran": 0, "runs": 31},
+                     "statistics": {"seconds": 2.0, "computed": 0, "cached": 60}, "total": {"seconds": 3.0}}, "work": {}}
 
 
 def test_document_from_synthetic_numbers(tmp_path):
     numbers = _numbers(np.random.default_rng(4))
-    timings = {"last": {"runs": {"seconds": 1.0, "ran": 0, "runs": 31}, "statistics": {"seconds": 2.0, "computed": 0,
-                                                                                        "cached": 60},
-                        "total": {"seconds": 3.0}}, "work": {}}
-    path = C.write_document(tmp_path, numbers, timings)
+    path = C.write_document(tmp_path, numbers, _TIMINGS)
     text = path.read_text()
     assert "## Negative controls" in text and "## What it shows" in text and "nan" not in text.lower()
     assert "Large doses break the model" in text and "Dose 1 is invisible to accuracy" in text
@@ -95,29 +103,18 @@ def test_document_from_synthetic_numbers(tmp_path):
         assert (tmp_path / "calibration" / f"{fig}.png").stat().st_size > 0
     saved = json.loads((tmp_path / "calibration" / "numbers.json").read_text())
     assert saved["levels"]["output"]["power"]["3"][0]["n"] == 120
+    assert saved["dose_metrics"][0]["4"] == {"forget_test": 90.0, "retain_test": 50.0}
 
 
-def test_doses_are_one_trajectory_and_reused(tmp_path):
-    """16 tiny SGD steps on an untrained SmallCNN: dose 0 is the source file, doses are written once and
-    reused (same bytes) when asked again."""
-    import torch
-
-    from unlearn.store.checkpoint import save_checkpoint
-    from unlearn.store.identity import file_sha256
-
-    base = C.base_setting(tmp_path)
-    src = tmp_path / "model.pth"
-    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
-                    dataset=base.dataset, class_map=base.split.class_map)
-    data = base.load_data(torch.device("cpu"))
-    made = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
-    assert made[0][0] == src and sorted(made) == [0, 1, 4]
-    sums = {k: file_sha256(p) for k, (p, _) in made.items()}
-    assert len(set(sums.values())) == 3  # every dose moved the model
-    stamps = {k: p.stat().st_mtime_ns for k, (p, _) in made.items()}
-    again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
-    assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
-    assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
+def test_document_of_an_intact_dose(tmp_path):
+    """Plain-SGD doses that leave the model intact, pretraining-optimiser ones that break it: the document
+    says both and shows the accuracies in the power tables."""
+    numbers = _numbers(np.random.default_rng(5), broken=False)
+    text = C.write_document(tmp_path, numbers, _TIMINGS).read_text()
+    assert "Large doses break the model" not in text
+    assert "The dose teaches the forget class without breaking the model" in text
+    assert "Why the dose has no momentum" in text and "from dose 4 on it breaks the models" in text
+    assert "| 4 | 90.0 [90.0, 90.0] | 95.0 [95.0, 95.0] |" in text  # the power tables' accuracy columns
 
 
 def test_dose_step_is_plain_sgd():

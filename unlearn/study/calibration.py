@@ -554,9 +554,13 @@ def plot_power(stem, numbers: dict) -> list[str]:
         for row in v:
             ax.plot(range(len(doses)), row, "-", color=colour, alpha=0.3, lw=0.7)
         ax.plot(range(len(doses)), v.mean(0), "o-", color=colour, label=key.replace("_", " ") + " accuracy (mean)")
+        if numbers.get("dose_metrics_pretraining_optimiser"):
+            w = np.array([[m[str(d)][key] for d in doses] for m in numbers["dose_metrics_pretraining_optimiser"]])
+            ax.plot(range(len(doses)), w.mean(0), "x:", color=colour,
+                    label=f"{key.replace('_', ' ')}, momentum {numbers['pretraining_optimiser']['momentum']:g} (mean)")
     _dose_axis(ax, doses)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("what the dose does (each model, mean bold)")
+    ax.set_title("what the dose does (plain SGD: each model, mean bold;\ndotted: with the pretraining optimiser)", fontsize=9)
     ax.legend(fontsize=7)
     fig.suptitle(f"{numbers['tag']}: dosed retrained models against "
                  f"{len(numbers['seeds']) - len(numbers['held_out_seeds'])} references")
@@ -620,13 +624,26 @@ def negative_table(numbers: dict, lv: str) -> str:
     return _md(head, rows)
 
 
+def _acc(values) -> str:
+    return f"{np.mean(values):.1f} [{min(values):.1f}, {max(values):.1f}]"
+
+
+def dose_accuracy(numbers: dict, key: str = "dose_metrics") -> dict:
+    """{dose: {"forget_test": [...], "retain_test": [...]}}: each dosed model's test accuracies (%), in the
+    order of the held-out seeds, from ``numbers[key]`` (the plain-SGD doses, or
+    ``dose_metrics_pretraining_optimiser``)."""
+    return {d: {a: [m[str(d)][a] for m in numbers[key]] for a in ("forget_test", "retain_test")}
+            for d in numbers["doses"]}
+
+
 def power_table(numbers: dict, lv: str, k: str) -> str:
-    head = ["dose", "forget test acc. (%)", "shift (ref. sd)", "paired shift (ref. sd)", "residual", "equivalent",
-            "undetermined", "over-suppressed", "experiments"]
-    fa = {d: np.mean([m[str(d)]["forget_test"] for m in numbers["dose_metrics"]]) for d in numbers["doses"]}
-    rows = [[r["dose"], _f(fa[r["dose"]], 1), _f(r["shift_sd"], 2),
-             f"{_f(r['paired_shift_sd'], 2)} ± {_f(r['paired_shift_sd_spread'], 2)}", f"**{_p(r['residual'])}**",
-             _p(r["equivalent"]), _p(r["undetermined"]), _p(r["over-suppressed"]), r["n"]]
+    head = ["dose", "forget-class test acc. (%) mean [min, max]", "retain-class test acc. (%) mean [min, max]",
+            "shift (ref. sd)", "paired shift (ref. sd)", "residual", "equivalent", "undetermined", "over-suppressed",
+            "experiments"]
+    acc = dose_accuracy(numbers)
+    rows = [[r["dose"], _acc(acc[r["dose"]]["forget_test"]), _acc(acc[r["dose"]]["retain_test"]),
+             _f(r["shift_sd"], 2), f"{_f(r['paired_shift_sd'], 2)} ± {_f(r['paired_shift_sd_spread'], 2)}",
+             f"**{_p(r['residual'])}**", _p(r["equivalent"]), _p(r["undetermined"]), _p(r["over-suppressed"]), r["n"]]
             for r in numbers["levels"][lv]["power"][k]]
     return _md(head, rows)
 
@@ -643,32 +660,39 @@ def stats_table(numbers: dict) -> str:
 
 
 def dose_effect_table(numbers: dict) -> str:
-    head = ["dose", "forget-class test acc. (%) mean [min, max]", "retain-class test acc. (%) mean [min, max]"]
+    """Each dose's test accuracies (mean [min, max] over the dosed models): the plain-SGD doses of the
+    study and, when measured, the same trajectories with the pretraining optimiser."""
+    pre = numbers.get("dose_metrics_pretraining_optimiser")
+    o = numbers.get("pretraining_optimiser", {})
+    head = ["dose", "forget-class test acc. (%): plain SGD (the dose)", "retain-class: plain SGD"]
+    if pre:
+        head += [f"forget-class: momentum {o['momentum']:g}, weight decay {o['weight_decay']:g}",
+                 f"retain-class: momentum {o['momentum']:g}, weight decay {o['weight_decay']:g}"]
+    acc = dose_accuracy(numbers)
+    pacc = dose_accuracy(numbers, "dose_metrics_pretraining_optimiser") if pre else None
     rows = []
     for d in numbers["doses"]:
-        f = [m[str(d)]["forget_test"] for m in numbers["dose_metrics"]]
-        r = [m[str(d)]["retain_test"] for m in numbers["dose_metrics"]]
-        rows.append([d, f"{np.mean(f):.1f} [{min(f):.1f}, {max(f):.1f}]", f"{np.mean(r):.1f} [{min(r):.1f}, {max(r):.1f}]"])
+        row = [d, _acc(acc[d]["forget_test"]), _acc(acc[d]["retain_test"])]
+        if pre:
+            row += [_acc(pacc[d]["forget_test"]), _acc(pacc[d]["retain_test"])]
+        rows.append(row)
     return _md(head, rows)
 
 
 INTACT_POINTS = 5.0  # a dose leaves the model intact while its mean retain-class test accuracy is within this of dose 0's
 
 
-def dose_effects(numbers: dict) -> dict:
-    """{dose: mean forget- and retain-class test accuracy of the dosed models, and the lowest retain one}."""
-    out = {}
-    for d in numbers["doses"]:
-        f = [m[str(d)]["forget_test"] for m in numbers["dose_metrics"]]
-        r = [m[str(d)]["retain_test"] for m in numbers["dose_metrics"]]
-        out[d] = {"forget_test": float(np.mean(f)), "retain_test": float(np.mean(r)), "retain_min": float(min(r))}
-    return out
+def dose_effects(numbers: dict, key: str = "dose_metrics") -> dict:
+    """{dose: mean forget- and retain-class test accuracy of the dosed models, and the lowest retain one}
+    (``key``: as in :func:`dose_accuracy`)."""
+    return {d: {"forget_test": float(np.mean(a["forget_test"])), "retain_test": float(np.mean(a["retain_test"])),
+                "retain_min": float(min(a["retain_test"]))} for d, a in dose_accuracy(numbers, key).items()}
 
 
-def intact_doses(numbers: dict) -> list:
+def intact_doses(numbers: dict, key: str = "dose_metrics") -> list:
     """The doses before the first one whose mean retain-class test accuracy falls more than
     :data:`INTACT_POINTS` below dose 0's."""
-    eff, doses = dose_effects(numbers), numbers["doses"]
+    eff, doses = dose_effects(numbers, key), numbers["doses"]
     floor = eff[doses[0]]["retain_test"] - INTACT_POINTS
     bad = next((i for i, d in enumerate(doses) if eff[d]["retain_test"] < floor), len(doses))
     return doses[:bad]
@@ -767,6 +791,37 @@ def findings(numbers: dict) -> list[str]:
                    + f"; a likely reason is that the relearning steps ({numbers['attack']['retain_per_step']} "
                    f"retain samples beside each candidate) then mostly repair the retain classes. The power curves "
                    f"from dose {broken[0]} on measure this breakage, not a dose of residual knowledge.")
+    else:
+        d0, last = eff[doses[0]], eff[doses[-1]]
+        learnt = next((d for d in doses if eff[d]["forget_test"] >= 50.0), None)
+        out.append(f"**The dose teaches the forget class without breaking the model.** With plain SGD (momentum "
+                   f"{numbers['dose']['momentum']:g}, weight decay {numbers['dose']['weight_decay']:g}) the mean "
+                   f"forget-class test accuracy is " + ", ".join(f"{_f(eff[d]['forget_test'], 1)}%" for d in doses)
+                   + f" at doses {', '.join(map(str, doses))}"
+                   + (f" (above 50% first at dose {learnt})" if learnt is not None else "")
+                   + f", while the mean retain-class test accuracy stays between "
+                   f"{_f(min(e['retain_test'] for e in eff.values()), 1)}% and "
+                   f"{_f(max(e['retain_test'] for e in eff.values()), 1)}% (dose 0: {_f(d0['retain_test'], 1)}%; "
+                   f"lowest single model {_f(min(e['retain_min'] for e in eff.values()), 1)}%; every dose within "
+                   f"{INTACT_POINTS:g} points of dose 0). At dose {doses[-1]} the forget class is "
+                   f"{_f(last['forget_test'], 1)}% right.")
+    if numbers.get("dose_metrics_pretraining_optimiser"):
+        key, o = "dose_metrics_pretraining_optimiser", numbers["pretraining_optimiser"]
+        pe, pint = dose_effects(numbers, key), intact_doses(numbers, key)
+        pbroken = [d for d in doses if d not in pint]
+        s = (f"**Why the dose has no momentum.** The same trajectories (same lr {o['lr']:g}, same batches) with the "
+             f"pretraining optimiser (momentum {o['momentum']:g}, weight decay {o['weight_decay']:g}), measured in "
+             f"this run on accuracies alone, take the mean retain-class test accuracy from "
+             f"{_f(pe[doses[0]]['retain_test'], 1)}% at dose 0 to " + ", ".join(
+                 f"{_f(pe[d]['retain_test'], 1)}% at dose {d}" for d in doses[1:]))
+        if pbroken:
+            plow = min(doses, key=lambda d: pe[d]["retain_test"])
+            s += (f": from dose {pbroken[0]} on it breaks the models (lowest single model "
+                  f"{_f(pe[plow]['retain_min'], 1)}% at dose {plow}), so a power curve over those doses would "
+                  f"measure breakage, not residual knowledge.")
+        else:
+            s += f": within {INTACT_POINTS:g} points of dose 0 at every dose here."
+        out.append(s)
     hidden = [d for d in intact if d and eff[d]["forget_test"] <= 1.0]
     for d in hidden:
         o, f = _power_row(numbers, "output", d), _power_row(numbers, "feature", d)
@@ -815,6 +870,9 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
     first = timings.get("work", {})
     work = "; ".join(f"{k} {v['seconds']:.0f} s" for k, v in first.items()) or "not recorded"
     d = numbers["dose"]
+    doses, po = numbers["doses"], numbers.get("pretraining_optimiser")
+    pe = dose_effects(numbers, "dose_metrics_pretraining_optimiser") if numbers.get(
+        "dose_metrics_pretraining_optimiser") else None
     parts = [
         "# Calibration of the Reminiscence Attack's verdict on Digits\n",
         f"Made by `{COMMAND}` (`unlearn/study/calibration.py`); every number below is computed by it from the "
@@ -837,12 +895,18 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
         f"{n} models into disjoint splits (floor({n} / (K + R)) experiments that share no model).",
         f"- **Positive controls.** The {len(held)} models of the highest seeds ({held[0]}..{held[-1]}) are never "
         f"references here; the references are the other {n - len(held)}. Each held-out model gets a dose of "
-        f"k in {numbers['doses']} SGD steps, each on {d['forget_per_step']} forget-class training samples + "
-        f"{d['retain_per_step']} retain samples (lr {d['lr']} = the pretraining lr, momentum {d['momentum']}, "
-        f"weight decay {d['weight_decay']}, a fresh optimiser, batches drawn from a generator seeded with the model's "
-        f"seed). The doses of one model are prefixes of one trajectory (a larger dose continues a smaller one), and dose 0 is the "
-        f"retrained model itself. Power: every K = {POWER_K} subset of the dosed models (and each one alone, K = 1) "
-        f"against the {n - len(held)} references.",
+        f"k in {numbers['doses']} steps of plain SGD, each on {d['forget_per_step']} forget-class training samples + "
+        f"{d['retain_per_step']} retain samples (lr {d['lr']} = the pretraining lr, momentum {d['momentum']:g}, "
+        f"weight decay {d['weight_decay']:g}: each step is p - lr x grad; batches drawn from a generator seeded with "
+        f"the model's seed). The doses of one model are prefixes of one trajectory (a larger dose continues a smaller "
+        f"one), and dose 0 is the retrained model itself. Power: every K = {POWER_K} subset of the dosed models (and "
+        f"each one alone, K = 1) against the {n - len(held)} references."
+        + (f" No momentum, because the pretraining optimiser (momentum {po['momentum']:g}, weight decay "
+           f"{po['weight_decay']:g}) on the same batches breaks the models: in this run its mean retain-class test "
+           f"accuracy is {_f(pe[doses[0]]['retain_test'], 1)}% at dose 0, "
+           + ", ".join(f"{_f(pe[k]['retain_test'], 1)}% at dose {k}" for k in doses[1:])
+           + " (accuracies only; table below), so its power curve would measure breakage, not residual knowledge."
+           if pe else ""),
         f"- **Wall time.** This invocation: {when}. Invocations that did the work (summed): {work}.\n",
         "## The model statistics\n",
         stats_table(numbers), "",
@@ -868,7 +932,10 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
                 for r in dis) + ".\n"]
     parts += ["![negative controls](calibration/negative_controls.png)\n",
               "## Positive controls: retrained models with a known dose of the forget class\n",
-              "What a dose does to the held-out models (test accuracy on the forget class and on the retain classes):\n",
+              "What a dose does to the held-out models (test accuracy on the forget class and on the retain classes, "
+              "mean [min, max] over the models; every model's values are in `dose_metrics` of numbers.json)"
+              + (", and what the same trajectories do with the pretraining optimiser (accuracies only, "
+                 "`dose_metrics_pretraining_optimiser`)" if pe else "") + ":\n",
               dose_effect_table(numbers), "",
               "Shift: the dosed models' mean statistic minus the references' mean, in reference sd; paired: each "
               "model's dosed minus its own undosed statistic (mean ± sd over the models), in reference sd.\n"]
@@ -877,13 +944,15 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
                   power_table(numbers, lv, str(POWER_K)), "",
                   f"### {lv} level, K = 1 (each held-out model alone)\n", power_table(numbers, lv, "1"), ""]
     parts += ["![power](calibration/power.png)\n", "## What it shows\n", *[f"- {s}" for s in findings(numbers)], "",
-              _CAVEATS]
+              caveats(numbers)]
     atomic_write_text(out / "calibration.md", "\n".join(parts) + "\n")
     atomic_write_json(figs / "numbers.json", {**numbers, "timings": timings})
     return out / "calibration.md"
 
 
-_CAVEATS = """## Limits of this calibration
+def caveats(numbers: dict) -> str:
+    n_refs = len(numbers["seeds"]) - len(numbers["held_out_seeds"])
+    return f"""## Limits of this calibration
 
 - One dataset (Digits), one attack seed (one set of candidate sets and step plans) and one relearning lr: the
   rates are conditional on them. A different attack seed changes every model's statistic at once.
@@ -892,11 +961,10 @@ _CAVEATS = """## Limits of this calibration
 - A dose is an idealised residual: a few steps of ordinary training on the forget class, not what an
   unlearning method leaves behind; its doses are nested (one trajectory per model), so the dose curves of one
   model are not independent of each other.
-- The dose uses the pretraining optimiser, momentum included, on batches half of which are forget-class
-  samples: its steps grow along the trajectory, so the ladder of doses is steep and, from some dose on,
-  breaks the model (see "What it shows"); a gentler dose (no momentum, fewer forget samples per step)
-  would probe the range between "invisible" and "broken" more finely.
-- The power part's references are fixed (the same 20 models in every experiment), so its rates are
+- The dose is plain SGD on batches half of which are forget-class samples, at the pretraining lr; the ladder of
+  doses ({", ".join(map(str, numbers["doses"]))} steps) is coarse, so the range between "invisible to accuracy"
+  and "class learnt" is seen at a few points only.
+- The power part's references are fixed (the same {n_refs} models in every experiment), so its rates are
   conditional on them; dose 0 gives the false-difference rate for these references and these held-out models.
 """
 
