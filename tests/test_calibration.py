@@ -108,13 +108,41 @@ def test_document_from_synthetic_numbers(tmp_path):
 
 def test_document_of_an_intact_dose(tmp_path):
     """Plain-SGD doses that leave the model intact, pretraining-optimiser ones that break it: the document
-    says both and shows the accuracies in the power tables."""
+    says both, shows the accuracies in the power tables and states the K = 3, R = 20 requirement."""
     numbers = _numbers(np.random.default_rng(5), broken=False)
     text = C.write_document(tmp_path, numbers, _TIMINGS).read_text()
     assert "Large doses break the model" not in text
     assert "The dose teaches the forget class without breaking the model" in text
     assert "Why the dose has no momentum" in text and "from dose 4 on it breaks the models" in text
     assert "| 4 | 90.0 [90.0, 90.0] | 95.0 [95.0, 95.0] |" in text  # the power tables' accuracy columns
+    assert "### The 5.0% requirement at K = 3, R = 20" in text
+    for lv, q in C.requirement(numbers).items():
+        row = next(r for r in numbers["levels"][lv]["negative_control"] if (r["K"], r["R"]) == (3, 20))
+        assert q["false_difference"] == row["residual"] + row["over-suppressed"]
+        assert f"**{lv} level: {C._p(q['false_difference'])} ± {C._p(q['sd'])}**" in text
+
+
+def test_doses_are_one_trajectory_and_reused(tmp_path):
+    """16 tiny SGD steps on an untrained SmallCNN: dose 0 is the source file, doses are written once and
+    reused (same bytes) when asked again."""
+    import torch
+
+    from unlearn.store.checkpoint import save_checkpoint
+    from unlearn.store.identity import file_sha256
+
+    base = C.base_setting(tmp_path)
+    src = tmp_path / "model.pth"
+    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
+                    dataset=base.dataset, class_map=base.split.class_map)
+    data = base.load_data(torch.device("cpu"))
+    made = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert made[0][0] == src and sorted(made) == [0, 1, 4]
+    sums = {k: file_sha256(p) for k, (p, _) in made.items()}
+    assert len(set(sums.values())) == 3  # every dose moved the model
+    stamps = {k: p.stat().st_mtime_ns for k, (p, _) in made.items()}
+    again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
+    assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
+    assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
 
 
 def test_dose_step_is_plain_sgd():

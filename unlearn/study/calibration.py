@@ -726,6 +726,47 @@ def k1_equivalence_bound(R: int, alpha: float) -> float:
     return float(student_t.ppf(1 - alpha, R - 1) * math.sqrt(1 + 1 / R))
 
 
+def requirement(numbers: dict) -> dict:
+    """The negative-control row of each level at the project's setting (K = ``numbers["replicates"]``
+    method models, R = ``attack["retrain_refs"]`` references): its false-difference rate against alpha,
+    with the between-population sd and the normal model's expectation of that rate."""
+    K, R = numbers["replicates"], numbers["attack"]["retrain_refs"]
+    sp = next(r for r in numbers["population_spread"] if (r["K"], r["R"]) == (K, R))
+    sim = next(r for r in numbers["simulated"] if (r["K"], r["R"]) == (K, R))
+    out = {}
+    for lv in LEVELS:
+        r = next(x for x in numbers["levels"][lv]["negative_control"] if (x["K"], x["R"]) == (K, R))
+        out[lv] = {"K": K, "R": R, "residual": r["residual"], "over-suppressed": r["over-suppressed"],
+                   "false_difference": r["false_difference"], "n": r["n"], "sd": sp["sd_false_difference"],
+                   "normal": sim["residual"] + sim["over-suppressed"], "disjoint": r["disjoint"],
+                   "excess_sd": (r["false_difference"] - numbers["alpha"]) / sp["sd_false_difference"]}
+    return out
+
+
+def requirement_lines(numbers: dict) -> list[str]:
+    """One plain sentence per level: the false residual + over-suppressed rate at the project's K, R
+    against the alpha requirement."""
+    a, out = numbers["alpha"], []
+    for lv, q in requirement(numbers).items():
+        fd, n_models = q["false_difference"], len(numbers["seeds"])
+        if fd <= a:
+            verdict = f"**Within** the {_p(a)} requirement ({100 * (a - fd):.1f} points below it)."
+        else:
+            verdict = (f"**Above** the {_p(a)} requirement by {100 * (fd - a):.1f} points, {q['excess_sd']:.1f} "
+                       f"between-population sd: "
+                       + (f"within twice that spread, so these {n_models} models do not show that the rate of the "
+                          f"population they come from exceeds {_p(a)}." if q["excess_sd"] <= 2 else
+                          "more than twice that spread, so the rule errs more often on these models than the "
+                          "requirement allows."))
+        d = q["disjoint"]
+        out.append(f"**{lv} level: {_p(fd)} ± {_p(q['sd'])}** (between populations of {n_models} normal models) "
+                   f"false differences: false residual {_p(q['residual'])} + false over-suppressed "
+                   f"{_p(q['over-suppressed'])} over {q['n']} splits at K = {q['K']}, R = {q['R']} (the normal model "
+                   f"expects {_p(q['normal'])}). {verdict} The disjoint splits give {d['n']} independent "
+                   f"experiment{'s' if d['n'] != 1 else ''} at this size ({d['false_difference']} false).")
+    return out
+
+
 def findings(numbers: dict) -> list[str]:
     """The sentences of "What it shows", each read off the numbers (so a rerun cannot contradict them)."""
     a = numbers["alpha"]
@@ -873,6 +914,8 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
     doses, po = numbers["doses"], numbers.get("pretraining_optimiser")
     pe = dose_effects(numbers, "dose_metrics_pretraining_optimiser") if numbers.get(
         "dose_metrics_pretraining_optimiser") else None
+    req = requirement(numbers)
+    K, R = next(iter(req.values()))["K"], next(iter(req.values()))["R"]
     parts = [
         "# Calibration of the Reminiscence Attack's verdict on Digits\n",
         f"Made by `{COMMAND}` (`unlearn/study/calibration.py`); every number below is computed by it from the "
@@ -930,7 +973,13 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
                 f"K = {r['K']}, R = {r['R']}: {r['disjoint']['false_difference']}/{r['disjoint']['n']} "
                 f"[{_p(r['disjoint']['false_difference_ci'][0])}, {_p(r['disjoint']['false_difference_ci'][1])}]"
                 for r in dis) + ".\n"]
-    parts += ["![negative controls](calibration/negative_controls.png)\n",
+    parts += [f"### The {_p(numbers['alpha'])} requirement at K = {K}, R = {R}\n",
+              f"K = {K} method models (`config.REPLICATES['{numbers['dataset']}']`) against R = {R} references "
+              f"(`config.ATTACK['{numbers['dataset']}']['retrain_refs']`) is how the project decides. A method that "
+              f"is retraining must be called `residual` or `over-suppressed` at most alpha = {_p(numbers['alpha'])} "
+              f"of the time.\n",
+              *[f"- {x}" for x in requirement_lines(numbers)], "",
+              "![negative controls](calibration/negative_controls.png)\n",
               "## Positive controls: retrained models with a known dose of the forget class\n",
               "What a dose does to the held-out models (test accuracy on the forget class and on the retain classes, "
               "mean [min, max] over the models; every model's values are in `dose_metrics` of numbers.json)"
