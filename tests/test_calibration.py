@@ -114,6 +114,7 @@ def test_document_of_an_intact_dose(tmp_path):
     assert "Large doses break the model" not in text
     assert "The dose teaches the forget class without breaking the model" in text
     assert "Why the dose has no momentum" in text and "from dose 4 on it breaks the models" in text
+    assert "so from dose 4 on it breaks the models and its power curve" in text  # "What was run"
     assert "| 4 | 90.0 [90.0, 90.0] | 95.0 [95.0, 95.0] |" in text  # the power tables' accuracy columns
     assert "### The 5.0% requirement at K = 3, R = 20" in text
     for lv, q in C.requirement(numbers).items():

@@ -912,8 +912,10 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
     work = "; ".join(f"{k} {v['seconds']:.0f} s" for k, v in first.items()) or "not recorded"
     d = numbers["dose"]
     doses, po = numbers["doses"], numbers.get("pretraining_optimiser")
-    pe = dose_effects(numbers, "dose_metrics_pretraining_optimiser") if numbers.get(
-        "dose_metrics_pretraining_optimiser") else None
+    pe = pbroken = None
+    if numbers.get("dose_metrics_pretraining_optimiser"):
+        pe = dose_effects(numbers, "dose_metrics_pretraining_optimiser")
+        pbroken = [k for k in doses if k not in intact_doses(numbers, "dose_metrics_pretraining_optimiser")]
     req = requirement(numbers)
     K, R = next(iter(req.values()))["K"], next(iter(req.values()))["R"]
     parts = [
@@ -944,11 +946,13 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
         f"the model's seed). The doses of one model are prefixes of one trajectory (a larger dose continues a smaller "
         f"one), and dose 0 is the retrained model itself. Power: every K = {POWER_K} subset of the dosed models (and "
         f"each one alone, K = 1) against the {n - len(held)} references."
-        + (f" No momentum, because the pretraining optimiser (momentum {po['momentum']:g}, weight decay "
-           f"{po['weight_decay']:g}) on the same batches breaks the models: in this run its mean retain-class test "
-           f"accuracy is {_f(pe[doses[0]]['retain_test'], 1)}% at dose 0, "
+        + (f" No momentum: with the pretraining optimiser (momentum {po['momentum']:g}, weight decay "
+           f"{po['weight_decay']:g}) the same batches give a mean retain-class test accuracy of "
+           f"{_f(pe[doses[0]]['retain_test'], 1)}% at dose 0, "
            + ", ".join(f"{_f(pe[k]['retain_test'], 1)}% at dose {k}" for k in doses[1:])
-           + " (accuracies only; table below), so its power curve would measure breakage, not residual knowledge."
+           + " in this run (accuracies only; table below)"
+           + (f", so from dose {pbroken[0]} on it breaks the models and its power curve would measure breakage, "
+              f"not residual knowledge." if pbroken else ".")
            if pe else ""),
         f"- **Wall time.** This invocation: {when}. Invocations that did the work (summed): {work}.\n",
         "## The model statistics\n",
