@@ -66,28 +66,36 @@ def test_dose_zero_reproduces_the_negative_control():
     assert rows[4]["residual"] > 0.9  # a 4 sd dose is found
 
 
-def _numbers(rng):
+def _metrics(broken: bool):
+    """Per held-out model and dose: test accuracies that break the model at dose 4 or that do not."""
+    return [{"seed": s, **{str(k): {"forget_test": 0.0 if k < 4 else 90.0,
+                                    "retain_test": 95.0 if k < 4 or not broken else 50.0} for k in (0, 1, 4)}}
+            for s in range(1020, 1030)]
+
+
+def _numbers(rng, *, broken=True):
     stats = {lv: rng.normal(0.3, 0.05, 30) for lv in ("output", "feature")}
     dosed = {lv: {k: s[20:] + {0: 0.0, 1: 0.25, 4: 0.08}[k] for k in (0, 1, 4)} for lv, s in stats.items()}
     out = C.analyse(stats, dosed, held_out=10, n_splits=150, margin_sd=1.5, n_sim=500, n_pop=4)
     out.update(dataset="Digits", tag="SmallCNN-Digits-10", forget_class=4, ood=[8, 9], doses=[0, 1, 4],
                attack={"trials": 10, "steps": 20, "unlearn_data_percent": 16.0, "retain_per_step": 14, "seed": 0,
-                       "lr_used": 0.05},
-               retrain_entry=["retrain", None, None], seeds=list(range(1000, 1030)),
+                       "lr_used": 0.05, "retrain_refs": 20},
+               replicates=3, retrain_entry=["retrain", None, None], seeds=list(range(1000, 1030)),
                held_out_seeds=list(range(1020, 1030)), split_seed=0,
-               dose={"forget_per_step": 8, "retain_per_step": 8, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
-               dose_metrics=[{"seed": s, **{str(k): {"forget_test": 0.0 if k < 4 else 90.0,
-                                                           "retain_test": 95.0 if k < 4 else 50.0} for k in (0, 1, 4)}}
-                             for s in range(1020, 1030)])
+               dose={"forget_per_step": 8, "retain_per_step": 8, "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0},
+               dose_metrics=_metrics(broken),
+               pretraining_optimiser={"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+               dose_metrics_pretraining_optimiser=_metrics(True))
     return out
+
+
+_TIMINGS = {"last": {"runs": {"seconds": 1.0, "ran": 0, "runs": 31},
+                     "statistics": {"seconds": 2.0, "computed": 0, "cached": 60}, "total": {"seconds": 3.0}}, "work": {}}
 
 
 def test_document_from_synthetic_numbers(tmp_path):
     numbers = _numbers(np.random.default_rng(4))
-    timings = {"last": {"runs": {"seconds": 1.0, "ran": 0, "runs": 31}, "statistics": {"seconds": 2.0, "computed": 0,
-                                                                                        "cached": 60},
-                        "total": {"seconds": 3.0}}, "work": {}}
-    path = C.write_document(tmp_path, numbers, timings)
+    path = C.write_document(tmp_path, numbers, _TIMINGS)
     text = path.read_text()
     assert "## Negative controls" in text and "## What it shows" in text and "nan" not in text.lower()
     assert "Large doses break the model" in text and "Dose 1 is invisible to accuracy" in text
@@ -95,6 +103,24 @@ def test_document_from_synthetic_numbers(tmp_path):
         assert (tmp_path / "calibration" / f"{fig}.png").stat().st_size > 0
     saved = json.loads((tmp_path / "calibration" / "numbers.json").read_text())
     assert saved["levels"]["output"]["power"]["3"][0]["n"] == 120
+    assert saved["dose_metrics"][0]["4"] == {"forget_test": 90.0, "retain_test": 50.0}
+
+
+def test_document_of_an_intact_dose(tmp_path):
+    """Plain-SGD doses that leave the model intact, pretraining-optimiser ones that break it: the document
+    says both, shows the accuracies in the power tables and states the K = 3, R = 20 requirement."""
+    numbers = _numbers(np.random.default_rng(5), broken=False)
+    text = C.write_document(tmp_path, numbers, _TIMINGS).read_text()
+    assert "Large doses break the model" not in text
+    assert "The dose teaches the forget class without breaking the model" in text
+    assert "Why the dose has no momentum" in text and "from dose 4 on it breaks the models" in text
+    assert "so from dose 4 on it breaks the models and its power curve" in text  # "What was run"
+    assert "| 4 | 90.0 [90.0, 90.0] | 95.0 [95.0, 95.0] |" in text  # the power tables' accuracy columns
+    assert "### The 5.0% requirement at K = 3, R = 20" in text
+    for lv, q in C.requirement(numbers).items():
+        row = next(r for r in numbers["levels"][lv]["negative_control"] if (r["K"], r["R"]) == (3, 20))
+        assert q["false_difference"] == row["residual"] + row["over-suppressed"]
+        assert f"**{lv} level: {C._p(q['false_difference'])} ± {C._p(q['sd'])}**" in text
 
 
 def test_doses_are_one_trajectory_and_reused(tmp_path):
@@ -118,3 +144,60 @@ def test_doses_are_one_trajectory_and_reused(tmp_path):
     again = C.dose_models(base, 1020, src, (0, 1, 4), data=data, device=torch.device("cpu"))
     assert {k: p.stat().st_mtime_ns for k, (p, _) in again.items()} == stamps
     assert {k: m for k, (_, m) in again.items()} == {k: m for k, (_, m) in made.items()}
+
+
+def test_dose_step_is_plain_sgd():
+    """Three dose steps on a tiny model: each is p - lr * grad at the current parameters (no momentum, no
+    weight decay). With the pretraining optimiser's momentum the second step would differ."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    opt, lr = C.dose_optimizer(model, 0.05), 0.05
+    for _ in range(3):
+        before = [p.detach().clone() for p in model.parameters()]
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), list(model.parameters()))
+        C.dose_step(model, opt, x, y)
+        for p, b, g in zip(model.parameters(), before, grads):
+            assert torch.allclose(p.detach(), b - lr * g, atol=1e-7)
+    heavy = torch.nn.Linear(4, 3)
+    heavy.load_state_dict(model.state_dict())
+    opt = C.dose_optimizer(heavy, lr, momentum=0.9, weight_decay=0.0)
+    C.dose_step(heavy, opt, x, y)
+    before = [p.detach().clone() for p in heavy.parameters()]
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(heavy(x), y), list(heavy.parameters()))
+    C.dose_step(heavy, opt, x, y)
+    assert not all(torch.allclose(p.detach(), b - lr * g, atol=1e-7)
+                   for p, b, g in zip(heavy.parameters(), before, grads))  # the check can see momentum
+
+
+def test_dose_models_step_without_momentum(tmp_path):
+    """dose_models on an untrained SmallCNN: the step from dose 1 to dose 2 is p - lr * grad of the second
+    batch at dose 1's parameters, and the files record momentum 0 and weight decay 0."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    from unlearn.core.recipe import pretrain_recipe
+    from unlearn.store.checkpoint import save_checkpoint
+
+    base = C.base_setting(tmp_path)
+    src = tmp_path / "model.pth"
+    save_checkpoint(src, base.new_model("cpu"), model_name=base.net, num_classes=base.num_outputs,
+                    dataset=base.dataset, class_map=base.split.class_map)
+    cpu = torch.device("cpu")
+    data = base.load_data(cpu)
+    made = C.dose_models(base, 1020, src, (0, 1, 2), data=data, device=cpu)
+    lr = pretrain_recipe(base.dataset).lr
+    m1, _ = base.load_model(made[1][0], cpu)
+    m2, _ = base.load_model(made[2][0], cpu)
+    x, y = next(itertools.islice(C.dose_batches(data, 1020, 2), 1, None))  # the second step's batch
+    m1.train()
+    params = [p for p in m1.parameters()]
+    grads = torch.autograd.grad(F.cross_entropy(m1(x), y), params)
+    for p1, p2, g in zip(params, m2.parameters(), grads):
+        assert torch.allclose(p2.detach(), p1.detach() - lr * g, atol=1e-6, rtol=1e-5)
+    rec = torch.load(made[2][0], map_location="cpu", weights_only=True)["dose_record"]
+    assert rec["momentum"] == 0.0 and rec["weight_decay"] == 0.0 and rec["lr"] == lr
