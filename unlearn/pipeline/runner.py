@@ -73,10 +73,6 @@ def script(stage: str, dataset: str) -> str:
     return SCRIPTS[stage].format(d=PAPER_SCRIPT_DATASET.get(dataset, "cifar20"))
 
 
-def _pre(s: Setting) -> str:
-    return f"-pre{s.pretrain_seed}" if s.pretrain_seed else ""
-
-
 def common_flags(s: Setting, *, classes: bool = True) -> list[str]:
     """Flags every stage command gets; the class split always explicit, so no run falls back to config.py's."""
     split = ["--forget_class", str(s.forget_class)] if classes else []
@@ -161,7 +157,7 @@ def forget_job(s: Setting, entry, *, weight_path=None, deps=()) -> tuple[Job, li
     fdir = s.stage_dir("unlearning", method, p1, p2, extras)
     job = Job(f"forget:{s.run_name(method, p1, p2, extras)}",
               [sys.executable, script("forget", s.dataset), *flags, *_weight_flags(weight_path)], fdir,
-              [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}{_pre(s)}", dataset=s.dataset)
+              [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}{s.replicate_tag}", dataset=s.dataset)
     return job, flags, extras
 
 
@@ -207,7 +203,7 @@ def attack_job(s: Setting, entry, forget_flags: list[str], extras: dict, *, atta
     adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **attack_extras(s.dataset, attack)})
     cmd = [sys.executable, script("attack", s.dataset), *forget_flags, *_weight_flags(weight_path),
            *_attack_flags(attack)]
-    return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}{_pre(s)}",
+    return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}{s.replicate_tag}",
                max_threads=1, dataset=s.dataset)
 
 
@@ -220,7 +216,7 @@ def distribution_job(s: Setting, entry, extras: dict, *, deps=(), force: bool = 
     cmd = [sys.executable, script("distribution", s.dataset), *common_flags(s), "-seed", str(s.seed),
            *([] if force else ["--skip-done"]), "--max-points", points, "--run_dirs", name]
     return Job(f"distribution:{name}", cmd, vdir, [vdir / "results.json"], list(deps),
-               group=f"distribution:seed{s.seed}{_pre(s)}", dataset=s.dataset,
+               group=f"distribution:seed{s.seed}{s.replicate_tag}", dataset=s.dataset,
                identity_argv=distribution_identity(name, max_points=points))
 
 
@@ -228,7 +224,7 @@ def reference_curves_job(s: Setting, attack: dict, *, deps=()) -> Job:
     """The references' relearning curves for ``s``'s seed: a helper job, run only when an attack needing it runs."""
     cmd = [sys.executable, script("attack", s.dataset), *common_flags(s), "-seed", str(s.seed), "-method", "retrain",
            "--refs-only", *_attack_flags(attack)]
-    return Job(f"attack-references:seed{s.seed}{_pre(s)}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
+    return Job(f"attack-references:seed{s.seed}{s.replicate_tag}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
                if_needed=True, dataset=s.dataset)
 
 

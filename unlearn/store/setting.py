@@ -107,7 +107,7 @@ class Setting:
     def run_name(self, method: str, para1, para2, extras: dict | None = None) -> str:
         """``{method}-{para1}-{para2}[-seed{s}][-pre{p}][-{hash}]``: the hash only for non-default settings."""
         seed = f"-seed{self.seed}" if self.seed else ""
-        seed += f"-pre{self.pretrain_seed}" if self.pretrain_seed else ""
+        seed += self.replicate_tag
         suffix = settings_suffix({**self.class_extras(), **(extras or {})})
         return f"{method}-{fmt_para(para1)}-{fmt_para(para2)}{seed}{suffix}"
 
@@ -119,6 +119,11 @@ class Setting:
     def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
         """One run's folder: :meth:`stage_root` / :meth:`run_name`."""
         return self.stage_root(stage) / self.run_name(method, para1, para2, extras)
+
+    @property
+    def replicate_tag(self) -> str:
+        """``-pre{p}``: how a run of replicate ``p`` is told apart in names (none for replicate 0)."""
+        return f"-pre{self.pretrain_seed}" if self.pretrain_seed else ""
 
     @property
     def train_seed(self) -> int:
