@@ -16,7 +16,8 @@ from unlearn.stages.forget import unlearn_run
 from unlearn.methods import resolve_paras
 from unlearn.evaluation.rea.relearn import classifier_keys, reset_forget_row
 
-pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
+# The tests marked numerical assert an outcome of the pretrained model; CI runs them perturbed too. The
+# others test mechanics (caches, files, batching of models made here) that no pretrained model changes.
 
 CFG = DIGITS_ATTACK  # the shipped configuration, 5 references
 R = CFG["retrain_refs"]
@@ -54,6 +55,7 @@ def test_population_found_in_seed_order(population):
     assert all(p.is_file() for _, p in population)
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("level", ["output", "feature"])
 def test_baseline_is_the_anchor_and_outside_the_null_band(attacked, level):
     v = _verdict(attacked["baseline"], level)
@@ -64,6 +66,7 @@ def test_baseline_is_the_anchor_and_outside_the_null_band(attacked, level):
     assert v["ood_game"]["auc"] > v["ood_game"]["null"]["mean"]
 
 
+@pytest.mark.numerical
 @pytest.mark.parametrize("level", ["output", "feature"])
 def test_independent_retrain_is_inside_the_null_band(attacked, level):
     v = _verdict(attacked["retrain"], level)
@@ -174,6 +177,7 @@ def test_refs_only_needs_no_method(digits, attacked):
     assert f"{N_CACHE} cached, 0 computed" in r.stdout
 
 
+@pytest.mark.numerical
 def test_too_few_references_say_so_and_keep_the_games(digits, attacked):
     cfg = AttackConfig(**{**CFG, "retrain_refs": 1})
     res = reminiscence_attack(digits, method="baseline", para1=0, para2=0, cfg=cfg, device="cpu", progress=False)

@@ -7,9 +7,8 @@ import pytest
 from conftest import run_script
 from unlearn.stages.forget import unlearn_run
 
-pytestmark = pytest.mark.numerical  # outcomes of the pretrained model: CI runs them perturbed too
 
-
+@pytest.mark.numerical  # an outcome of the pretrained model: CI runs it perturbed too
 def test_distribution_script_on_digits(digits, pretrained):
     unlearn_run(digits, method="baseline", device="cpu", progress=False)
     r = run_script("run-distribution-metric.py", "--dataset", "Digits", "--runs", "baseline:0:0", "--log-root",

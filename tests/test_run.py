@@ -92,8 +92,9 @@ def test_one_job_shares_a_process_per_stage_and_isolates_failures(tmp_path):
 
 
 def test_killed_run_is_redone(tmp_path):
+    d = {**defaults(KILL_METHODS), "attack": {**ATTACK, "trials": 2, "steps": 5}}  # short: the kill is what is tested
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from unlearn.launcher import main; "
-            f"sys.exit(main({argv(tmp_path)!r}, {defaults(KILL_METHODS)!r}))")
+            f"sys.exit(main({argv(tmp_path)!r}, {d!r}))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,7 +103,7 @@ def test_killed_run_is_redone(tmp_path):
         time.sleep(0.2)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
-    assert launch(argv(tmp_path), defaults(KILL_METHODS)) == 0
+    assert launch(argv(tmp_path), d) == 0
     results = list(tmp_path.rglob("results.json"))
     assert len(results) >= 1 + 3 * len(KILL_METHODS)
     for r in results:

@@ -14,11 +14,24 @@ from unlearn.study.cli import run, write_document
 from conftest import run_script
 
 PLAN = ST.Plan("Digits", seeds=(0, 1), tradeoff="cross", tradeoff_seeds=(0,), methods=("negative_grad",
-               "negative_grad_our", "OUR"), tradeoff_methods=("OUR",), attack=dict(trials=3, retrain_refs=3))
+               "negative_grad_our", "OUR"), tradeoff_methods=("OUR",), attack=dict(trials=3, steps=10, retrain_refs=3))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_runs():
+    """A cheaper study than the shipped one, for every test of the module: retraining (and the references)
+    for 8 epochs instead of pretraining's 30, and t-SNE on 300 points; the aggregation is what is tested."""
+    import config
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(config.MU_METHOD_LIST, "Digits", [("retrain", 0, 8) if e[0] == "retrain" else e
+                                                     for e in config.MU_METHOD_LIST["Digits"]])
+        mp.setitem(config.DISTRIBUTION_MAX_POINTS, "Digits", 300)
+        yield
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, small_runs):
     root = tmp_path_factory.mktemp("study")
     base = ST.setting("Digits", root / "log_files")
     done = run(PLAN, base, parts=["grid", "tradeoff"], jobs=1, dry_run=False, progress=False)
