@@ -123,6 +123,42 @@ def test_markdown_shows_intervals_missing_seeds_and_the_null_row(fake):
     assert n["rea_auc2_out"] == "0.500 ± 0.115" and n["rea_auc_ood"] == "0.750 ± 0.058"
 
 
+def test_index_is_undefined_where_the_anchor_is_inside_the_band(tmp_path):
+    """The guard of the display index: a run whose null band holds the anchor (index 1) gives no index."""
+    from unlearn.store.setting import Setting
+
+    base = Setting(net="SmallCNN", dataset="Digits", classes=10, forget_class=4, ood_classes=[8, 9],
+                   log_root=str(tmp_path), seed=0)
+    for seed, band_ in enumerate([(-1.5, 1.5), (-0.5, 0.5)]):
+        s = dataclasses.replace(base, seed=seed)
+        _write(s, "unlearning", "SCRUB", 0.01, 5, {"metrics": {"d_t": 90.0, "d_f": 0.0, "d_r": 99.0, "mia": 5.0},
+                                                   "time": 1.0})
+        lv = _level(0.4 + seed, (0.3, 0.5 + seed), "residual", 0.8, 0.7, 0.6, 8.0, null_band=band_)
+        _write(s, "mia_mu_attack", "SCRUB", 0.01, 5, {"references": [1, 2, 3], "per_lr": {"0.05": {"output": lv}}})
+    one = SM.summarise(base, METHODS[:1], [0])[0]
+    assert math.isnan(one["rea_index_out"]) and one["rea_index_out_undefined"] == 1
+    assert SM.format_cell(one, "rea_index_out") == "undefined (anchor inside the references' band in 1 runs)"
+    two = SM.summarise(base, METHODS[:1], [0, 1])[0]  # only seed 1's index counts
+    assert two["rea_index_out"] == pytest.approx(1.4) and two["rea_index_out_n"] == 1
+    assert SM.format_cell(two, "rea_index_out").startswith("1.40")
+
+
+def test_sense_check_of_verdicts_against_the_two_sided_auc():
+    null = {"rea_auc2_out": 0.5, "rea_auc2_out_std": 0.1, "rea_auc2_feat": 0.5, "rea_auc2_feat_std": float("nan")}
+    rows = [{"method": m, "verdict_out": v, "rea_auc2_out": a, "verdict_feat": v, "rea_auc2_feat": a}
+            for m, v, a in [("a", "residual", 0.9), ("b", "residual", 0.6), ("c", "equivalent", 0.9),
+                            ("d", "equivalent", 0.55), ("e", "undetermined", 0.9), ("baseline", "residual", 0.5),
+                            ("f", "over-suppressed", 0.71)]]
+    SM.sense_checks(rows, null)
+    got = {r["method"]: r["sense_out"] for r in rows}
+    assert got == {"a": "agrees", "b": "disagrees: residual but two-sided AUC 0.60 within the null's 0.70",
+                   "c": "disagrees: equivalent but two-sided AUC 0.90 above the null's 0.70", "d": "agrees",
+                   "e": None, "baseline": None, "f": "agrees"}
+    assert all(r["sense_feat"] is None for r in rows)  # no null spread: nothing to check against
+    SM.sense_checks(rows, None)
+    assert all(r["sense_out"] is None for r in rows)
+
+
 def test_direction_votes_over_seeds():
     cells = [{"rea_dir_ood": d, **{k: float("nan") for k in SM._numeric_keys()}}
              for d in ("residual", "inside null band", "residual")]

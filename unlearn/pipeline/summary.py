@@ -11,7 +11,7 @@ Runs repeat over *replicates* (independently pretrained models, :attr:`Setting.p
 seeds; numeric cells are mean and sd over all of them. The ``verdict_*`` columns are the one verdict
 per method (:mod:`unlearn.evaluation.rea.decide`): each replicate's model statistic (its forget-class
 relearning curve area, mean over its trials and seeds, at the first relearning lr) tested against the
-retrained references' (pooled t, Holm across the table's method rows except ``baseline``, the
+retrained references' (a permutation test of the pooled t, Holm across the table's method rows except ``baseline``, the
 never-unlearned anchor; TOST within ``config.REA_MARGIN_SD`` reference sd for ``equivalent``).
 
 The other Reminiscence Attack columns come from the per-run readings of
@@ -44,7 +44,7 @@ COLUMNS = [
     ("d_r", "D_r: retain training accuracy (%)"),
     ("mia", "classic entropy MIA: forget samples predicted member (%)"),
     ("verdict_out", "verdict, output level, over the replicates (pretrained models) against the retrained "
-                    "references: residual / over-suppressed (relearns faster / slower, pooled t, Holm-adjusted "
+                    "references: residual / over-suppressed (relearns faster / slower, permutation test, Holm-adjusted "
                     "p < alpha), equivalent (TOST within the margin), else undetermined; [Holm p; n models]"),
     ("verdict_feat", "verdict, feature level (as verdict_out)"),
     ("rea_diff_out", "model statistic minus the references' (forget-class curve area, output level): the "
@@ -124,7 +124,11 @@ def attack_cells(res: dict | None) -> dict:
         out[f"rea_lr_{short}"] = float(lr)
         ix, g, o = v.get("index"), v.get("retrain_game") or {}, v["ood_game"]
         if ix:
-            out[f"rea_index_{short}"], (out[f"rea_lo_{short}"], out[f"rea_hi_{short}"]) = ix["index"], ix["ci"]
+            lo, hi = ix["null"]["band"]
+            if lo <= 1.0 <= hi:  # the guard: the anchor (index 1) inside the references' band, the ratio is noise
+                out[f"_undefined_{short}"] = True
+            else:
+                out[f"rea_index_{short}"], (out[f"rea_lo_{short}"], out[f"rea_hi_{short}"]) = ix["index"], ix["ci"]
             out[f"rea_dir_{short}"] = ix["direction"]
         for col, key in (("auc2", "auc"), ("bacc", "balanced_accuracy_at_fpr_5"), ("auc1", "auc_one_sided"),
                          ("tpr5", "tpr_at_fpr_5"), ("tpr1", "tpr_at_fpr_1")):
@@ -170,6 +174,7 @@ def _aggregate(per_seed: list[dict], n_requested: int) -> dict:
         row[k + "_std"] = float(ok.std(ddof=1)) if len(ok) > 1 else float("nan")
         row[k + "_n"] = int(len(ok))
     for short in LEVEL_KEYS:  # the index's interval: the widest over the seeds
+        row[f"rea_index_{short}_undefined"] = sum(bool(c.get(f"_undefined_{short}")) for c in per_seed)
         lo, hi = [c[f"rea_lo_{short}"] for c in per_seed], [c[f"rea_hi_{short}"] for c in per_seed]
         row[f"rea_lo_{short}"] = float(np.nanmin(lo)) if np.isfinite(lo).any() else float("nan")
         row[f"rea_hi_{short}"] = float(np.nanmax(hi)) if np.isfinite(hi).any() else float("nan")
@@ -320,6 +325,29 @@ def null_row(base: Setting, methods, seeds, *, weight_path=None, attack: dict | 
     return row
 
 
+def sense_checks(rows: list[dict], null: dict | None, *, k_sd: float = 2.0) -> None:
+    """Do the effect sizes agree in sense with each verdict? Sets ``sense_{out,feat}``: a method called
+    ``residual`` or ``over-suppressed`` should be told apart from retrained models by the two-sided AUC
+    (above the null row's mean + ``k_sd`` sd), one called ``equivalent`` should not; ``agrees`` or
+    ``disagrees: ...``, None where there is no verdict to check (undetermined, or no null row)."""
+    for short in LEVEL_KEYS:
+        key = f"rea_auc2_{short}"
+        top = null[key] + k_sd * null[key + "_std"] if null and np.isfinite([null[key], null[key + "_std"]]).all() \
+            else float("nan")
+        for r in rows:
+            label, auc2 = r.get(f"verdict_{short}"), r.get(key, float("nan"))
+            r[f"sense_{short}"] = None
+            if r.get("method") == "baseline" or not np.isfinite([top, auc2]).all() or label not in (
+                    "residual", "over-suppressed", "equivalent"):
+                continue
+            apart = auc2 > top
+            if apart == (label != "equivalent"):
+                r[f"sense_{short}"] = "agrees"
+            else:
+                r[f"sense_{short}"] = (f"disagrees: {label} but two-sided AUC {auc2:.2f} "
+                                       f"{'above' if apart else 'within'} the null's {top:.2f}")
+
+
 def _fmt(v, std, digits):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -339,6 +367,8 @@ def format_cell(r: dict, k: str) -> str:
             lo, hi = r.get(f"rea_lo_{short}"), r.get(f"rea_hi_{short}")
             if lo is not None and np.isfinite([lo, hi]).all():
                 text += f" [{lo:.2f}, {hi:.2f}]"
+        if k.startswith("rea_index_") and text == "–" and r.get(f"{k}_undefined"):
+            return f"undefined (anchor inside the references' band in {r[k + '_undefined']} runs)"
     n = r.get(k + "_n")
     if not r.get("null") and text != "–" and n is not None and n < r["seeds_requested"]:
         text += f" (n={n})"
@@ -357,7 +387,9 @@ def _verdict_cell(r: dict, k: str) -> str:
     p_text = f"p {p:.2g}" if np.isfinite(p) else "no test"
     if d["label"] == "equivalent":
         p_text = f"TOST p {d['p_equiv']:.2g}"
-    return f"{d['label']} ({p_text}; {d['n_method']}/{r.get('replicates_requested', 1)} models)"
+    sense = r.get(f"sense_{k.rsplit('_', 1)[-1]}") or ""
+    flag = f"; {sense}" if sense.startswith("disagrees") else ""
+    return f"{d['label']} ({p_text}; {d['n_method']}/{r.get('replicates_requested', 1)} models{flag})"
 
 
 def to_markdown(rows) -> str:
@@ -377,6 +409,7 @@ def to_csv(rows) -> str:
         keys += [k, k + "_n"] if k in TEXT else [k, k + "_std", k + "_n"]
     keys += [x for k in EXTRA for x in (k, k + "_std", k + "_n")]
     keys += [f"verdict_{p}_{short}" for short in LEVEL_KEYS for p in ("p", "p_equiv")]
+    keys += [f"sense_{short}" for short in LEVEL_KEYS] + [f"rea_index_{short}_undefined" for short in LEVEL_KEYS]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     blank = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v  # noqa: E731
@@ -431,6 +464,7 @@ def write_summary(base: Setting, methods, seeds, *, weight_path=None, attack: di
     """``weight_path``, ``attack`` and ``replicates`` as run.py passed them, so the runs' folders are found."""
     rows = summarise(base, methods, seeds, weight_path=weight_path, attack=attack, replicates=replicates)
     null = null_row(base, methods, seeds, weight_path=weight_path, attack=attack)
+    sense_checks(rows, null)
     table = rows + ([null] if null else [])
     md = to_markdown(table)
     root = Path(base.log_root)
@@ -440,7 +474,11 @@ def write_summary(base: Setting, methods, seeds, *, weight_path=None, attack: di
     legend += ("\n- `runs`: runs (replicate x seed) with a finished forget run / requested; `(n=k)`: a cell from k "
                "runs; `replicates`: pretrained models with a finished run / requested"
                f"\n- verdicts: alpha {config.REA_ALPHA}, equivalence margin {config.REA_MARGIN_SD} reference sd; "
-               "the Holm family is every row but `baseline`, at each level"
+               "the Holm family is every row but `baseline`, at each level; a verdict cell says `disagrees` when "
+               "the two-sided AUC (mean over runs) is not beyond the `null` row's mean + 2 sd for a residual / "
+               "over-suppressed verdict, or is beyond it for an equivalent one"
+               "\n- `rea_index_*`: `undefined` in a run whose anchor (the never-unlearned model, index 1) lies "
+               "inside the references' band: the ratio then divides by a distance indistinguishable from 0"
                "\n- `null` row: each retrained reference scored against the others (mean ± sd of their values; "
                "index interval = the null band, a 95% prediction interval for one more retrained model)")
     atomic_write_text(root / "summary.md", title + md + "\n" + legend + "\n")

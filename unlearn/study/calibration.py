@@ -115,10 +115,13 @@ def decide_split(method: np.ndarray, refs: np.ndarray, *, margin_sd: float, alph
 
 def label_splits(stats: np.ndarray, splits: np.ndarray, k: int, *, margin_sd: float,
                  alpha: float = ALPHA) -> np.ndarray:
-    """The label of every split (:func:`draw_splits` rows) of the model statistics ``stats``."""
+    """The label of every split (:func:`draw_splits` rows) of the model statistics ``stats``: the
+    rule of :func:`decide_split` vectorised (:func:`decide_arrays`, checked label for label against
+    it by the tests), since one permutation test per split would take hours here."""
     stats = np.asarray(stats, float)
-    return np.array([decide_split(stats[s[:k]], stats[s[k:]], margin_sd=margin_sd, alpha=alpha).label
-                     for s in splits], dtype=object)
+    m, refs = stats[splits[:, :k]], stats[splits[:, k:]]
+    margin = margin_sd * refs.std(1, ddof=1) if refs.shape[1] >= 2 else np.nan
+    return decide_arrays(m, refs, margin, alpha)
 
 
 def rates(labels) -> dict:
@@ -176,7 +179,7 @@ def simulated_expectation(*, Ks=KS, Rs=RS, margin_sd: float, alpha: float = ALPH
             for i, (k, r) in enumerate(itertools.product(Ks, Rs))]
 
 
-def population_spread(*, n: int, Ks=KS, Rs=RS, n_splits: int = N_SPLITS, n_pop: int = 200, margin_sd: float,
+def population_spread(*, n: int, Ks=KS, Rs=RS, n_splits: int = N_SPLITS, n_pop: int = 50, margin_sd: float,
                       alpha: float = ALPHA, seed: int = 0) -> list[dict]:
     """How far a rate over random splits of one population of ``n`` models strays from its
     expectation: ``n_pop`` populations of ``n`` normal model statistics, each split as
@@ -225,7 +228,8 @@ def power_rows(dosed: dict, refs: np.ndarray, *, k: int = POWER_K, n_max: int = 
     rows = []
     for dose, values in dosed.items():
         v = np.asarray(values, float)
-        lab = [decide_split(v[g], refs, margin_sd=margin_sd, alpha=alpha).label for g in groups]
+        lab = decide_arrays(v[groups], np.broadcast_to(refs, (len(groups), refs.size)),
+                            margin_from_refs(refs[:, None], margin_sd), alpha)  # decide_split, vectorised
         row = {"dose": dose, "K": k, "R": int(refs.size), **rates(lab),
                "mean": float(v.mean()), "shift_sd": float((v.mean() - refs.mean()) / sd)}
         if base is not None:
@@ -245,7 +249,7 @@ def describe(stats) -> dict:
 
 
 def analyse(stats: dict, dosed: dict, *, held_out: int, n_splits: int = N_SPLITS, margin_sd: float,
-            alpha: float = ALPHA, seed: int = 0, n_sim: int = 40000, n_pop: int = 200) -> dict:
+            alpha: float = ALPHA, seed: int = 0, n_sim: int = 40000, n_pop: int = 50) -> dict:
     """The whole analysis from model statistics: ``stats`` {level: the N models' statistics, by seed},
     ``dosed`` {level: {dose: the held-out models' statistics}}; the held-out models are the last
     ``held_out`` of the N, the power part's references all the others. Returns ``levels`` (per level:
