@@ -1,6 +1,7 @@
 """The calibration of the verdict itself (``studies/calibration.py``, ``docs/calibration.md``).
 
-The replicated decision (:func:`unlearn.evaluation.rea.decide.decide_means`) labels a method
+The replicated decision (:func:`unlearn.evaluation.rea.decide.decide_means`: a permutation test of
+the model labels for K >= 2, the prediction t-test for K = 1, TOST for equivalence) labels a method
 ``residual``, ``over-suppressed``, ``equivalent`` or ``undetermined`` from K model statistics of the
 method against R of retrained references. Its error rates were so far only simulated
 (:mod:`unlearn.evaluation.rea.calibration`, normal statistics). Here they are measured on real
@@ -938,8 +939,11 @@ def write_document(out: Path, numbers: dict, timings: dict) -> Path:
         f"`config.ATTACK['{numbers['dataset']}']` ({a['unlearn_data_percent']}% of the forget class as candidates, "
         f"{a['steps']} steps, {a['retain_per_step']} retain samples per step) and attack seed {a['seed']}: every "
         f"model relearns the same candidate sets with the same step plans.",
-        f"- **Decision.** `decide_means` (pooled t-test + TOST, alpha {numbers['alpha']}) with margin "
-        f"`config.REA_MARGIN_SD` = {numbers['margin_sd']:g} x the sd of each experiment's references.",
+        f"- **Decision.** `decide_means` (for K >= 2 the permutation test of the pooled t statistic over every "
+        f"split of the K + R models, for K = 1 the prediction t-test; TOST for equivalence; alpha "
+        f"{numbers['alpha']}) with margin `config.REA_MARGIN_SD` = {numbers['margin_sd']:g} x the sd of each "
+        f"experiment's references. The splits here are labelled by its vectorised form (`decide_arrays`, the "
+        f"same rule, checked label for label by the tests).",
         f"- **Negative controls.** For K in {list(KS)} and R in {list(RS)}: {numbers['n_splits']} random splits of "
         f"the {n} models into K \"method\" models and R references, each decided; and one random partition of the "
         f"{n} models into disjoint splits (floor({n} / (K + R)) experiments that share no model).",
