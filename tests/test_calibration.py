@@ -200,3 +200,18 @@ def test_dose_models_step_without_momentum(tmp_path):
         assert torch.allclose(p2.detach(), p1.detach() - lr * g, atol=1e-6, rtol=1e-5)
     rec = torch.load(made[2][0], map_location="cpu", weights_only=True)["dose_record"]
     assert rec["momentum"] == 0.0 and rec["weight_decay"] == 0.0 and rec["lr"] == lr
+
+
+def test_permutation_bound_is_the_exact_false_difference_rate():
+    """Every split of 23 distinct values into 3 and 20: the permutation test rejects exactly the bound's count."""
+    import itertools
+
+    from unlearn.evaluation.rea.calibration import permutation_p_arrays
+
+    x = np.random.default_rng(6).normal(size=23)  # distinct values: no two splits tie
+    splits = [list(c) + [i for i in range(23) if i not in c] for c in itertools.combinations(range(23), 3)]
+    p = permutation_p_arrays(x[[s[:3] for s in splits]], x[[s[3:] for s in splits]])
+    rejected, total, rate = C.permutation_bound(3, 20, 0.05)
+    assert (rejected, total) == (88, 1771) and rate == pytest.approx(88 / 1771)
+    assert int(np.sum(p < 0.05)) == rejected
+    assert C.permutation_bound(3, 3, 0.05)[0] == 0  # 20 splits: p >= 0.1, never rejected
