@@ -25,7 +25,10 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   (best.json, plots, the table); ``grid``: which tuned setting a grid run gets; ``cli``: tune_method.py
   and run.py's tuning flags).
 * ``study/``: the reproduction study (``plan``, ``report``, ``cli``; studies/reproduction.py) and the
-  calibration of the verdict on retrained and dosed models (``calibration``; studies/calibration.py).
+  calibration of the verdict on retrained and dosed models (studies/calibration.py: ``calibration``, its
+  command line, over ``calibration_rates``, the design and the pure functions on model statistics,
+  ``calibration_runs``, the retrain runs, model statistics and doses, and ``calibration_findings`` and
+  ``calibration_report``, the document).
 * ``launcher.py``: run.py's command line, on top of everything.
 
 Import rule (``a <- b``: ``b`` may import ``a``, never the reverse; a sub-package may import itself)::
