@@ -47,9 +47,17 @@ def test_summary_has_a_finite_row_per_method(first_run):
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert [r["method"] for r in rows] == [m for m, _, _ in METHODS]
     for r in rows:
-        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "rea_index_out", "rea_index_feat", "rea_auc2_out",
-                  "variance", "silhouette", "overlap", "time"):
+        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "rea_auc2_out", "variance", "silhouette", "overlap",
+                  "time"):
             assert math.isfinite(float(r[k])), (r["method"], k)
+        (attack,) = (root / "forget_full_class_main").rglob(f"mia_mu_attack/{r['method']}-{r['para1']}-{r['para2']}-*")
+        (per_lr,) = json.loads((attack / "results.json").read_text())["per_lr"].values()
+        for short, level in (("out", "output"), ("feat", "feature")):
+            lo, hi = per_lr[level]["index"]["null"]["band"]  # the guard: no index where the anchor is inside it
+            if lo <= 1 <= hi:
+                assert r[f"rea_index_{short}"] == "" and r[f"rea_index_{short}_undefined"] == "1", r["method"]
+            else:
+                assert math.isfinite(float(r[f"rea_index_{short}"])), (r["method"], short)
     assert (root / "summary.md").read_text().count("\n| ") >= len(METHODS)
     assert (root / "summary_comparison.png").is_file()
     run_dir = next((root / "forget_full_class_main").rglob("unlearning/negative_grad-0.01-2"))
