@@ -284,3 +284,14 @@ def test_permutation_test_holds_alpha_on_skewed_statistics():
     x = rng.exponential(1.0, (3000, 23))
     p = permutation_p_arrays(x[:, :3], x[:, 3:])
     assert np.mean(p < 0.05) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 3000)
+
+
+def test_index_guard_per_run_and_over_replicates_agree():
+    """verdict.index_defined (index units, per run) and decide.display_index (raw units) draw the same line."""
+    from unlearn.evaluation.rea.verdict import index_band, index_defined
+
+    refs = _pop(10)
+    ref_means = [float(np.mean(r)) for r in refs]
+    for anchor in (0.1, MU - 1.5 * S, MU + 1.5 * S, MU + 10 * S):
+        shown = D.display_index(_models([0.5]), refs, _models([anchor])).defined
+        assert index_defined(index_band(ref_means, anchor)) == shown

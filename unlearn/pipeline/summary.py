@@ -32,6 +32,7 @@ import numpy as np
 
 import config
 from ..evaluation.rea.decide import decide_means, holm
+from ..evaluation.rea.verdict import index_defined
 from ..methods.entries import entry_settings
 from ..store.checkpoint import atomic_write_text, read_ok_results, save_figure
 from ..store.identity import attack_extras
@@ -124,8 +125,7 @@ def attack_cells(res: dict | None) -> dict:
         out[f"rea_lr_{short}"] = float(lr)
         ix, g, o = v.get("index"), v.get("retrain_game") or {}, v["ood_game"]
         if ix:
-            lo, hi = ix["null"]["band"]
-            if lo <= 1.0 <= hi:  # the guard: the anchor (index 1) inside the references' band, the ratio is noise
+            if not index_defined(ix["null"]["band"]):
                 out[f"_undefined_{short}"] = True
             else:
                 out[f"rea_index_{short}"], (out[f"rea_lo_{short}"], out[f"rea_hi_{short}"]) = ix["index"], ix["ci"]

@@ -135,6 +135,15 @@ def index_band(ref_means, anchor_mean: float, level: float = BAND_LEVEL) -> list
     return sorted(_index(x, r, anchor_mean) for x in b) if np.all(np.isfinite(b)) else [math.nan, math.nan]
 
 
+def index_defined(null_band) -> bool:
+    """The display guard of the index: the anchor (index 1) must lie outside the index's null band
+    (the references' prediction interval in index units, :func:`index_band`), else the ratio divides by a
+    distance the references do not tell apart from 0. The same guard in raw units over replicates is
+    :func:`unlearn.evaluation.rea.decide.display_index`."""
+    lo, hi = null_band
+    return not (lo <= 1.0 <= hi)
+
+
 def null_indices(refs, anchor) -> list[float]:
     """Each reference's index against the pooled others (leave-one-out): the index's null."""
     rs, a = _refs(refs), float(_vec(anchor, "anchor").mean())
