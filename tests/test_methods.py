@@ -49,6 +49,41 @@ def test_method_runs_and_writes_finite_metrics(runs, digits, method):
     assert header.split("\t") == ["d_t", "d_f", "d_r", "mia", "time"] and len(row.split("\t")) == 5
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_work_counts_the_examples_trained_on(runs, method):
+    """The price in examples (unlearn.core.engine.metered): retraining is its epochs over the retain set
+    exactly, the baseline nothing, Replay at least its epochs, every other method something."""
+    res = runs[method]
+    work = res["work"]
+    if method == "baseline":
+        assert work == {"examples": 0, "steps": 0, "retain_epochs": 0.0}
+    elif method == "retrain":
+        from unlearn.methods.retrain import retrain_recipe
+
+        epochs = retrain_recipe("Digits", res["para1"], res["para2"]).epochs
+        assert work["retain_epochs"] == pytest.approx(epochs) and work["steps"] > 0
+    else:
+        assert work["examples"] > 0
+    if get_method(method)[1]:
+        assert work["retain_epochs"] >= res["config"]["replay"]["epochs"]
+
+
+def test_metered_counts_train_epochs_and_nests():
+    from unlearn.core.engine import LoopConfig, metered, record_work, train_epochs
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    batches = lambda epoch: [(torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)),  # noqa: E731
+                             (torch.zeros(2, 1, 2, 2), torch.zeros(2, 2))]  # soft targets are not examples
+    step = lambda m, b: m(b[0]).sum() * 0  # noqa: E731
+    with metered() as outer:
+        with metered() as inner:
+            train_epochs(model, batches, step, torch.optim.SGD(model.parameters(), lr=0.1),
+                         loop=LoopConfig(epochs=2, progress=False))
+        record_work(7)
+    assert (inner.examples, inner.steps) == (10, 4) and (outer.examples, outer.steps) == (17, 4)
+    record_work(5)  # outside a block: counted nowhere, no error
+
+
 def trainable(digits) -> list[str]:
     """Names of the trainable parameters (BatchNorm running statistics are buffers, not counted)."""
     return [n for n, p in digits.new_model().named_parameters() if p.requires_grad]

@@ -83,11 +83,14 @@ def test_replicated_verdicts_known_answer(tmp_path):
     rng = np.random.default_rng(0)
     refs = 0.3 + 0.02 * rng.standard_normal(20)
     stats = {"baseline": [0.9, 0.92, 0.91], "SCRUB": [0.36, 0.37, 0.35], "finetune": [0.30, 0.31, 0.29]}
+    ref_gaps = 0.1 + 0.05 * rng.standard_normal(20)  # the paper's OOD game: SCRUB among the references there
+    gaps = {"baseline": [0.5, 0.52, 0.51], "SCRUB": [0.09, 0.11, 0.10], "finetune": [-0.2, -0.22, -0.21]}
     for method, values in stats.items():
         for p, v in enumerate(values):
             s = dataclasses.replace(base, pretrain_seed=p)
             area = {"model": {"member": v}, "references": [{"member": float(x)} for x in refs]}
             lv = {**_level(0.1, (0.0, 0.2), "residual", 0.6, 0.6, 0.6, 9.0), "area": area}
+            lv["ood_game"] = {**lv["ood_game"], "gap": gaps[method][p], "gap_null": {"values": list(ref_gaps)}}
             _write(s, "unlearning", method, 0, 0, {"metrics": {"d_t": 90.0, "d_f": 0.0, "d_r": 99.0, "mia": 5.0},
                                                    "time": 1.0})
             _write(s, "mia_mu_attack", method, 0, 0, {"references": [{"seed": 1000 + i} for i in range(20)],
@@ -103,6 +106,14 @@ def test_replicated_verdicts_known_answer(tmp_path):
     assert rows["finetune"]["verdict_out"] == decide_means(np.array(stats["finetune"]), refs, margin=margin,
                                                            p_adjusted=adj["finetune"]).label == "equivalent"
     assert rows["SCRUB"]["rea_diff_out"] == pytest.approx(np.mean(stats["SCRUB"]) - refs.mean())
+    gm = config.REA_MARGIN_SD * ref_gaps.std(ddof=1)
+    g_first = {m: decide_means(np.array(v), ref_gaps, margin=gm) for m, v in gaps.items()}
+    g_adj = dict(zip(["SCRUB", "finetune"], holm([g_first["SCRUB"].p_diff, g_first["finetune"].p_diff])))
+    for m in gaps:  # judged apart from the retrain game: its own statistic, references and Holm family
+        assert rows[m]["verdict_ood"] == decide_means(np.array(gaps[m]), ref_gaps, margin=gm,
+                                                      p_adjusted=g_adj.get(m)).label
+    assert [rows[m]["verdict_ood"] for m in gaps] == ["residual", "equivalent", "over-suppressed"]
+    assert rows["SCRUB"]["verdict_p_ood"] == pytest.approx(g_adj["SCRUB"])
     assert (rows["SCRUB"]["replicates"], rows["SCRUB"]["seeds"], rows["SCRUB"]["seeds_requested"]) == (3, 3, 3)
     md = SM.to_markdown(list(rows.values()))
     assert "residual (p " in md and "; 3/3 models)" in md and "equivalent (TOST p " in md
@@ -239,6 +250,14 @@ def _expected_verdicts(s, runs) -> dict:
         for m in area:
             d = decide_means(np.array([area[m]["model"]["member"]]), refs, margin=margin, p_adjusted=adj.get(m))
             out[m].update({f"verdict_{short}": d.label, f"rea_diff_{short}": d.diff})
+    ood = {m: next(iter(json.loads((s.stage_dir("mia_mu_attack", m, a, b) / "results.json").read_text())[
+        "per_lr"].values()))["output"]["ood_game"] for m, a, b in runs}  # the paper's game: gaps
+    refs = np.array(ood[runs[0][0]]["gap_null"]["values"])
+    margin = config.REA_MARGIN_SD * refs.std(ddof=1)
+    first = {m: decide_means(np.array([g["gap"]]), refs, margin=margin) for m, g in ood.items()}
+    adj = dict(zip([m for m in first if m != "baseline"], holm([first[m].p_diff for m in first if m != "baseline"])))
+    for m, g in ood.items():
+        out[m]["verdict_ood"] = decide_means(np.array([g["gap"]]), refs, margin=margin, p_adjusted=adj.get(m)).label
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -98,6 +99,43 @@ class LoopConfig:
     progress: bool = True
 
 
+@dataclass(eq=False)  # meters are told apart by identity (nested blocks may hold equal counts)
+class Work:
+    """Examples that went through a gradient computation (and optimiser steps) during a run: the
+    price of unlearning in epochs, independent of the machine (the reproduction study's claim 2)."""
+
+    examples: int = 0
+    steps: int = 0
+
+
+_METERS: list[Work] = []
+
+
+@contextmanager
+def metered():
+    """Count, in the :class:`Work` it yields, every example of :func:`train_epochs` and of the
+    methods' own gradient passes (:func:`record_work`) run inside the block."""
+    w = Work()
+    _METERS.append(w)
+    try:
+        yield w
+    finally:
+        _METERS.remove(w)
+
+
+def record_work(examples: int, steps: int = 0) -> None:
+    """Add to every open :func:`metered` block (a no-op outside one)."""
+    for w in _METERS:
+        w.examples += int(examples)
+        w.steps += int(steps)
+
+
+def batch_examples(batch) -> int:
+    """Input examples in a batch tuple: the first dimension of its image tensors (3 or more
+    dimensions; labels and soft targets have fewer), e.g. retain and forget halves of one step."""
+    return sum(len(t) for t in batch if torch.is_tensor(t) and t.dim() >= 3)
+
+
 def train_epochs(
     model: torch.nn.Module,
     batches: Callable[[int], Iterable],
@@ -143,6 +181,7 @@ def train_epochs(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                record_work(batch_examples(batch), steps=1)
                 if scheduler is not None and step_scheduler:
                     scheduler.step()
                 step += 1

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import config
-from ..core.engine import ce_step, resolve_device, seed_everything, sgd, train_epochs
+from ..core.engine import ce_step, record_work, resolve_device, seed_everything, sgd, train_epochs
 from ..core.errors import UsageError
 from ..store.checkpoint import atomic_write_bytes
 from ..store.setting import fmt_para
@@ -54,6 +54,7 @@ def compute_mask(model, forget, ratio: float, batch_size: int = 256) -> dict[str
     was = model.training
     model.eval()  # deterministic (no BatchNorm statistic updates) saliency
     for x, y in forget.batches(batch_size):
+        record_work(len(x))
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         for n, p in params.items():

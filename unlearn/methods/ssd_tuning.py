@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from . import param, register_method
+from ..core.engine import record_work
 
 
 def batch_importances(model, ts, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
@@ -49,6 +50,7 @@ def batch_importances(model, ts, batch_size: int) -> tuple[dict[str, torch.Tenso
     imp = {n: torch.zeros_like(p) for n, p in params.items()}
     batches = 0
     for x, y in ts.batches(batch_size):
+        record_work(len(x))
         grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(params.values()))
         for n, g in zip(params, grads):
             imp[n] += g.pow(2)

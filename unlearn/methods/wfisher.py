@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from . import option, param, register_method
+from ..core.engine import record_work
 
 
 def trainable_params(model):
@@ -68,6 +69,7 @@ def flat_grad(model, ts, batch_size: int = 256) -> torch.Tensor:
     params = trainable_params(model)
     total = torch.zeros(sum(p.numel() for p in params.values()), device=next(model.parameters()).device)
     for x, y in ts.batches(batch_size):
+        record_work(len(x))
         g = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), list(params.values()))
         total += torch.cat([t.reshape(-1) for t in g])
     return total
@@ -76,6 +78,7 @@ def flat_grad(model, ts, batch_size: int = 256) -> torch.Tensor:
 def per_sample_grads(model, x: torch.Tensor, y: torch.Tensor, loss_fn=None) -> torch.Tensor:
     """(B, P) per-sample gradients of ``loss_fn(logits[1, K], y[1])`` (default CE), model in eval mode."""
     loss_fn = loss_fn or (lambda out, t: F.cross_entropy(out, t))
+    record_work(len(x))
     params = {n: p.detach() for n, p in trainable_params(model).items()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
     try:

@@ -39,6 +39,9 @@ from ..store.identity import attack_extras
 from ..store.setting import Setting, fmt_para
 
 LEVEL_KEYS = {"out": "output", "feat": "feature"}
+# The replicated verdicts: our retrain game at both levels, and the paper's OOD game (output level, its
+# forget-minus-OOD gap in mean relearning accuracy against the references' gaps), each its own Holm family.
+GAMES = {**LEVEL_KEYS, "ood": "the paper's OOD game"}
 COLUMNS = [
     ("d_t", "D_t: retain-class test accuracy (%)"),
     ("d_f", "D_f: forget-class training accuracy (%)"),
@@ -61,6 +64,8 @@ COLUMNS = [
     ("rea_bacc_feat", "ReA balanced accuracy at 5% FPR, feature level"),
     ("rea_auc_ood", "the paper's OOD game, output level: AUC of forget-class against OOD candidate curves "
                     "(area statistic); its null is the `null` row"),
+    ("verdict_ood", "verdict of the paper's OOD game over the replicates: each model's forget-minus-OOD gap in "
+                    "mean relearning accuracy (output level) against the references' gaps, tested as verdict_out"),
     ("rea_dir_ood", "OOD game direction, output level: the 95% interval of the model's forget-minus-OOD gap in "
                     "mean accuracy against the references' null band (their AUCs saturate)"),
     ("rea_steps_out", "the paper's statistic: mean steps to 90% accuracy, output level (cap + 1 = never)"),
@@ -70,13 +75,16 @@ COLUMNS = [
     ("time", "unlearning seconds (evaluation excluded)"),
     ("time_pct", "time as % of the retrain run of the same seed"),
 ]
-TEXT = {"rea_dir_ood", "verdict_out", "verdict_feat"}
-VERDICTS = ("verdict_out", "verdict_feat")  # per method over replicates, not per run (summarise)
+# CSV only: the price in training examples (unlearn.core.engine.metered), as retain-set epochs and as % of
+# the retrain run's.
+WORK = ["work", "work_pct"]
+TEXT = {"rea_dir_ood", "verdict_out", "verdict_feat", "verdict_ood"}
+VERDICTS = ("verdict_out", "verdict_feat", "verdict_ood")  # per method over replicates, not per run (summarise)
 DIGITS = {"rea_diff_out": 3, "rea_diff_feat": 3, "rea_index_out": 2, "rea_index_feat": 2, "rea_auc2_out": 3, "rea_auc2_feat": 3, "rea_bacc_out": 3,
           "rea_bacc_feat": 3, "rea_auc_ood": 3, "rea_steps_out": 1, "silhouette": 3, "overlap": 3, "time": 1}
 EXTRA = ["rea_lo_out", "rea_hi_out", "rea_lo_feat", "rea_hi_feat", "rea_lr_out", "rea_lr_feat",
          "rea_auc1_out", "rea_auc1_feat", "rea_tpr5_out", "rea_tpr5_feat", "rea_tpr1_out", "rea_tpr1_feat",
-         "rea_auc_ood_feat", "rea_ood_gap", "rea_ood_gap_feat", "rea_steps_feat", "rea_refs"]
+         "rea_auc_ood_feat", "rea_ood_gap", "rea_ood_gap_feat", "rea_steps_feat", "rea_refs", *WORK]
 
 
 def run_dir(s: Setting, stage: str, method: str, p1, p2, extras: dict | None = None) -> Path:
@@ -106,7 +114,8 @@ def attack_cells(res: dict | None) -> dict:
     """The ReA numbers of one attack results.json (NaN / None where absent)."""
     nan = float("nan")
     out = {k: nan for k in ("rea_index_out", "rea_auc2_out", "rea_bacc_out", "rea_index_feat", "rea_auc2_feat",
-                            "rea_bacc_feat", "rea_auc_ood", "rea_steps_out", *EXTRA)}
+                            "rea_bacc_feat", "rea_auc_ood", "rea_steps_out",
+                            *(k for k in EXTRA if k not in WORK))}
     out.update(rea_dir_out=None, rea_dir_feat=None, rea_dir_ood=None)
     if not res:
         return out
@@ -117,6 +126,11 @@ def attack_cells(res: dict | None) -> dict:
             seeds = [r["seed"] for r in res.get("references", [])]
             out[f"_stat_{short}"] = area["model"]["member"]
             out[f"_refs_{short}"] = dict(zip(seeds, (r["member"] for r in area["references"])))
+    ood = ((res["per_lr"][primary].get("output") or {}).get("ood_game") if primary else None) or {}
+    gaps = (ood.get("gap_null") or {}).get("values", [])
+    if "gap" in ood and len(gaps) == len(res.get("references", [])):
+        out["_stat_ood"] = ood["gap"]
+        out["_refs_ood"] = dict(zip([r["seed"] for r in res["references"]], gaps))
     out["rea_refs"] = len(res.get("references", []))
     for short, level in LEVEL_KEYS.items():
         lr, v = strongest(res.get("per_lr"), level)
@@ -144,11 +158,12 @@ def attack_cells(res: dict | None) -> dict:
 def cell(s: Setting, method, p1, p2, extras: dict | None = None) -> dict:
     """All table numbers of one run (NaN / None where a stage is missing)."""
     nan = float("nan")
-    row = {k: nan for k, _ in COLUMNS}
+    row = {k: nan for k in [*(k for k, _ in COLUMNS), *WORK]}
     f = read_ok_results(run_dir(s, "unlearning", method, p1, p2, extras) / "results.json")
     row["_forget"] = f is not None
     if f:
         row.update({k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, time=f["time"])
+        row["work"] = (f.get("work") or {}).get("retain_epochs", nan)
     row.update(attack_cells(read_ok_results(run_dir(s, "mia_mu_attack", method, p1, p2, extras) / "results.json")))
     v = read_ok_results(run_dir(s, "visualization", method, p1, p2, extras) / "results.json")
     if v:
@@ -157,7 +172,7 @@ def cell(s: Setting, method, p1, p2, extras: dict | None = None) -> dict:
     return row
 
 
-PER_METHOD = {"verdict_out", "verdict_feat", "rea_diff_out", "rea_diff_feat"}  # over replicates: verdicts()
+PER_METHOD = {"verdict_out", "verdict_feat", "verdict_ood", "rea_diff_out", "rea_diff_feat"}  # over replicates: verdicts()
 
 
 def _numeric_keys():
@@ -195,12 +210,13 @@ def run_extras(entry, *, weight_path=None, attack: dict | None = None, dataset: 
     return {**extras, **attack_extras(dataset, attack or {})}
 
 
-def time_pct(s: Setting, seconds: float, retrain, *, weight_path=None, attack: dict | None = None) -> float:
+def time_pct(s: Setting, seconds: float, retrain, *, weight_path=None, attack: dict | None = None,
+             key: str = "time") -> float:
     """``seconds`` as % of the time of the ``retrain`` run (its method-list entry) of the same seed; NaN
-    when that run has not finished."""
+    when that run has not finished. ``key="work"``: the same for retain-set epochs of training examples."""
     ex = run_extras(retrain, weight_path=weight_path, attack=attack, dataset=s.dataset)
     f = read_ok_results(run_dir(s, "unlearning", *retrain[:3], ex) / "results.json")
-    rt = f["time"] if f else float("nan")
+    rt = (f["time"] if key == "time" else (f.get("work") or {}).get("retain_epochs")) if f else None
     return 100 * seconds / rt if rt and not math.isnan(rt) else float("nan")
 
 
@@ -223,7 +239,7 @@ def verdicts(rows: list[dict], per_run: list[list[dict]], *, alpha: float | None
     across the rows except ``baseline`` (the anchor: a check of the attack, not a claim)."""
     alpha = float(config.REA_ALPHA if alpha is None else alpha)
     k_sd = float(config.REA_MARGIN_SD if margin_sd is None else margin_sd)
-    for short in LEVEL_KEYS:
+    for short in GAMES:
         stats = [model_statistics(cells, short) for cells in per_run]  # aligned with rows
         pooled: dict[int, list[float]] = {}
         for _, refs in stats:
@@ -266,7 +282,9 @@ def summarise(base: Setting, methods, seeds, *, weight_path=None, attack: dict |
                                                        dataset=base.dataset))
                 c["_replicate"] = p
                 if retrain:
-                    c["time_pct"] = time_pct(s, c["time"], retrain, weight_path=weight_path, attack=attack)
+                    for key in ("time", "work"):
+                        c[f"{key}_pct"] = time_pct(s, c[key], retrain, weight_path=weight_path, attack=attack,
+                                                   key=key)
                 cells.append(c)
         per_run.append(cells)
         row = {"method": method, "para1": fmt_para(p1), "para2": fmt_para(p2),
@@ -408,7 +426,7 @@ def to_csv(rows) -> str:
     for k, _ in COLUMNS:
         keys += [k, k + "_n"] if k in TEXT else [k, k + "_std", k + "_n"]
     keys += [x for k in EXTRA for x in (k, k + "_std", k + "_n")]
-    keys += [f"verdict_{p}_{short}" for short in LEVEL_KEYS for p in ("p", "p_equiv")]
+    keys += [f"verdict_{p}_{short}" for short in GAMES for p in ("p", "p_equiv")] + ["rea_diff_ood"]
     keys += [f"sense_{short}" for short in LEVEL_KEYS] + [f"rea_index_{short}_undefined" for short in LEVEL_KEYS]
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..core.cli import device_arg
-from ..core.engine import resolve_device, seed_everything
+from ..core.engine import metered, resolve_device, seed_everything
 from ..core.errors import Diverged, UsageError
 from ..core.runinfo import environment
 from ..evaluation.metrics import evaluate_unlearning
@@ -78,7 +78,10 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
 
     t0 = time.perf_counter()
     try:
-        model, seconds, phases = run_method(spec, our, ctx, para1, para2, replay=replay, on_mid=on_mid)
+        with metered() as work:
+            model, seconds, phases = run_method(spec, our, ctx, para1, para2, replay=replay, on_mid=on_mid)
+        results["work"] = {"examples": work.examples, "steps": work.steps,
+                           "retain_epochs": work.examples / max(len(data.retain_train), 1)}
         if our:
             results.update(phases=phases, mid=mid)
     except Diverged as d:

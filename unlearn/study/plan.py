@@ -4,10 +4,13 @@ The paper ("Over-Unlearning and Replay Is All You Need" / "Reminiscence Attack o
 claims (1) approximate unlearning leaves residual knowledge the Reminiscence Attack exposes,
 (2) Over-Unlearning & Replay removes it at 2-12% of retraining's cost and (3) retraining and
 OUR spread the forget class out in the output space. This module plans the runs (the grid:
-every method of ``config.MU_METHOD_LIST``, its ``_our`` variant and OUR, over seeds; and the
-trade-off sweep of the defence's two knobs), runs them through run.py's job graph (the same
-stage scripts, resumable, a finished run is reused) and reads every number back from the runs'
-``results.json`` files. :mod:`unlearn.study.report` turns them into tables, verdicts and figures.
+every method of ``config.MU_METHOD_LIST``, its ``_our`` variant and OUR, over *replicates*, i.e.
+independently pretrained models, the unit the verdicts replicate over; and the trade-off sweep of
+the defence's two knobs), runs them through run.py's job graph (the same stage scripts, resumable,
+a finished run is reused) and reads every number back from the runs' ``results.json`` files: per
+run (:func:`cells`) and as run.py's table rows with their replicated verdicts
+(:func:`unlearn.pipeline.summary.summarise`). :mod:`unlearn.study.report` turns them into tables,
+verdicts and figures.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from ..store.checkpoint import read_ok_results
 from ..store.setting import Setting
 
 DATASETS = ("Digits", "FashionMNIST")
-SEEDS = (0, 1, 2)
+SEEDS = (0,)  # unlearning / attack seeds within a replicate
 # The trade-off sweep: OUR and three _our variants (the paper's two, Bad Teacher and SSD, and the
 # 2024 code's gradient ascent). Strength = a factor on the over-unlearning parameter named here;
 # "1/para2": divides SSD's dampening constant lambda (a smaller lambda dampens the selected weights
@@ -44,21 +47,34 @@ REPLAY_FACTORS = (1 / 3, 1.0, 2.0)  # times the method's configured replay epoch
 class Plan:
     """What the study runs for one dataset.
 
-    ``tradeoff`` "full": every strength x replay length; "cross": the strengths at the default
-    replay length and the replay lengths at the default strength (7 points instead of 15), for
-    datasets where the full sweep costs too much on a CPU.
+    ``replicates``: the pretraining seeds of the grid (None: ``config.REPLICATES[dataset]`` of them,
+    as run.py); ``tradeoff_replicates`` those of the sweep (None: the grid's). ``tradeoff`` "full":
+    every strength x replay length; "cross": the strengths at the default replay length and the
+    replay lengths at the default strength (7 points instead of 15), for datasets where the full
+    sweep costs too much on a CPU.
     """
 
     dataset: str
     seeds: tuple = SEEDS
     tradeoff: str = "full"
     tradeoff_seeds: tuple = SEEDS
+    replicates: tuple | None = None
+    tradeoff_replicates: tuple | None = None
     methods: tuple | None = None  # a subset of the method list (None: all of it)
     tradeoff_methods: tuple | None = None  # a subset of TRADEOFF_METHODS (None: all)
     attack: dict | None = None  # overrides of config.ATTACK[dataset], as run.py's `attack`
 
 
-PLANS = {"Digits": Plan("Digits"), "FashionMNIST": Plan("FashionMNIST", tradeoff="cross", tradeoff_seeds=(0,))}
+    @property
+    def reps(self) -> tuple:
+        return tuple(self.replicates if self.replicates is not None else range(config.REPLICATES[self.dataset]))
+
+    @property
+    def tradeoff_reps(self) -> tuple:
+        return tuple(self.tradeoff_replicates) if self.tradeoff_replicates is not None else self.reps
+
+
+PLANS = {"Digits": Plan("Digits"), "FashionMNIST": Plan("FashionMNIST", tradeoff="cross")}
 
 
 @dataclass(frozen=True)
@@ -81,14 +97,16 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class SweepRow:
-    """A sweep point's numbers: one cell per seed (:func:`cells`). In numbers.json, the array
-    ``[method, value, strength, replay, cells]`` (:meth:`as_json`)."""
+    """A sweep point's numbers: one cell per replicate and seed (:func:`cells`) and its replicated
+    verdicts (:func:`verdict_fields`). In numbers.json, the array ``[method, value, strength, replay,
+    cells, verdicts]`` (:meth:`as_json`)."""
 
     method: str
     value: float  # the swept parameter's value
     strength: float
     replay: int
     cells: list
+    verdicts: dict
 
     def as_json(self) -> list:
         return list(astuple(self))
@@ -141,7 +159,7 @@ def tradeoff_entries(dataset: str, mode: str = "full", methods=None) -> list[Swe
     return out
 
 
-def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run: bool = False,
+def run_entries(base: Setting, entries, *, seeds, stages, replicates=(0,), jobs: int = 1, dry_run: bool = False,
                 progress: bool = True, attack: dict | None = None) -> dict:
     """Run ``entries`` (plus the baseline and retrain runs the attack needs) as run.py would.
 
@@ -154,7 +172,8 @@ def run_entries(base: Setting, entries, *, seeds, stages, jobs: int = 1, dry_run
     attack = dict(attack or {})
     refs = attack.get("retrain_refs", config.ATTACK[base.dataset]["retrain_refs"])
     jobs_ = build_jobs(base, methods=needed + entries, seeds=list(seeds), stages=list(stages), attack=attack,
-                       method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs)
+                       method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs,
+                       replicates=list(replicates))
     return run_jobs(jobs_, n_jobs=jobs, dry_run=dry_run, progress=progress, batch=jobs == 1)
 
 
@@ -182,19 +201,36 @@ def _paper_overlap(s: Setting, entry) -> float:
     return paper_kde_overlap(a[:, :2], a[:, 2].astype(int), res["forget_index"])
 
 
-def cells(base: Setting, entry, seeds, *, attack: dict | None = None, paper_overlap: bool = True) -> list[dict]:
-    """One dict per seed with every number of one run: the summary's cells (forget metrics, attack
-    verdicts, distribution metrics, time) plus the index null bands and the paper's raw overlap."""
+def cells(base: Setting, entry, seeds, *, replicates=(0,), attack: dict | None = None,
+          paper_overlap: bool = True) -> list[dict]:
+    """One dict per replicate and seed with every number of one run: the summary's cells (forget
+    metrics, per-run attack readings, distribution metrics, time and training examples as % of the
+    retrain run of the same replicate and seed) plus the index null bands and the paper's raw overlap."""
     retrain = entry_for("retrain", grid_entries(base.dataset, ()))
     out = []
-    for seed in seeds:
-        s = replace(base, seed=seed)
-        c = SM.cell(s, *entry[:3], SM.run_extras(entry, attack=attack, dataset=s.dataset))
-        c["time_pct"] = SM.time_pct(s, c["time"], retrain, attack=attack)
-        c.update(_bands(s, entry, attack), seed=seed)
-        c["overlap_paper"] = _paper_overlap(s, entry) if paper_overlap else math.nan
-        out.append(c)
+    for p in replicates:
+        for seed in seeds:
+            s = replace(base, seed=seed, pretrain_seed=p)
+            c = {k: v for k, v in SM.cell(s, *entry[:3], SM.run_extras(entry, attack=attack, dataset=s.dataset)).items()
+                 if not k.startswith("_") or k == "_forget"}
+            for key in ("time", "work"):
+                c[f"{key}_pct"] = SM.time_pct(s, c[key], retrain, attack=attack, key=key)
+            c.update(_bands(s, entry, attack), seed=seed, replicate=p)
+            c["overlap_paper"] = _paper_overlap(s, entry) if paper_overlap else math.nan
+            out.append(c)
     return out
+
+
+VERDICT_FIELDS = ("verdict_out", "verdict_feat", "verdict_ood", "verdict_p_out", "verdict_p_feat", "verdict_p_ood",
+                  "verdict_p_equiv_out", "verdict_p_equiv_feat", "verdict_p_equiv_ood", "rea_diff_out",
+                  "rea_diff_feat", "rea_diff_ood", "replicates")
+
+
+def verdict_fields(base: Setting, entries, seeds, *, replicates, attack: dict | None = None) -> list[dict]:
+    """The replicated verdicts of ``entries`` as run.py's table gives them (one Holm family per game over
+    these entries but ``baseline``), one dict of :data:`VERDICT_FIELDS` per entry, in order."""
+    rows = SM.summarise(base, [tuple(e) for e in entries], list(seeds), attack=attack, replicates=list(replicates))
+    return [{k: r.get(k) for k in VERDICT_FIELDS} for r in rows]
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
@@ -212,14 +248,23 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
 
 
 def collect(base: Setting, plan: Plan) -> dict:
-    """Every per-seed number of the study for one dataset: ``grid`` {method: [cells]} and
-    ``tradeoff`` [:class:`SweepRow`]."""
-    grid = {e[0]: cells(base, e, plan.seeds, attack=plan.attack) for e in grid_entries(base.dataset, plan.methods)}
+    """Every number of the study for one dataset: ``grid`` {method: [cells]}, ``verdicts`` {method:
+    :func:`verdict_fields`} (the grid as one table) and ``tradeoff`` [:class:`SweepRow`] (the sweep's
+    points with baseline and retrain as a second table: its own Holm families)."""
+    entries = grid_entries(base.dataset, plan.methods)
+    grid = {e[0]: cells(base, e, plan.seeds, replicates=plan.reps, attack=plan.attack) for e in entries}
+    verdicts = dict(zip(grid, verdict_fields(base, entries, plan.seeds, replicates=plan.reps, attack=plan.attack)))
+    points = tradeoff_entries(base.dataset, plan.tradeoff, plan.tradeoff_methods)
+    anchors = [e for e in entries if e[0] in ("baseline", "retrain")]
+    sweep_v = verdict_fields(base, anchors + [p.entry for p in points], plan.tradeoff_seeds,
+                             replicates=plan.tradeoff_reps, attack=plan.attack)[len(anchors):]
     sweep = [SweepRow(p.method, p.value, p.strength, p.replay,
-                      cells(base, p.entry, plan.tradeoff_seeds, attack=plan.attack, paper_overlap=False))
-             for p in tradeoff_entries(base.dataset, plan.tradeoff, plan.tradeoff_methods)]
+                      cells(base, p.entry, plan.tradeoff_seeds, replicates=plan.tradeoff_reps, attack=plan.attack,
+                            paper_overlap=False), v)
+             for p, v in zip(points, sweep_v)]
     return {"dataset": base.dataset, "tag": base.tag, "forget_class": base.forget_class, "seeds": list(plan.seeds),
-            "grid": grid, "tradeoff": sweep}
+            "replicates": list(plan.reps), "tradeoff_replicates": list(plan.tradeoff_reps), "grid": grid,
+            "verdicts": verdicts, "tradeoff": sweep}
 
 
 def timed(fn, *args, **kwargs):
