@@ -29,7 +29,11 @@ n=$(cat "$FAKE_SLURM/next"); echo $((n + 1)) > "$FAKE_SLURM/next"
 cp "$1" "$FAKE_SLURM/$n.sh"; echo "Submitted batch job $n"
 """,
     "sacct": """#!/bin/sh
+[ -f "$FAKE_SLURM/no_accounting" ] && { echo "Slurm accounting storage is disabled" >&2; exit 1; }
 echo "JobID|State|NodeList"; cat "$FAKE_SLURM/states" 2>/dev/null
+""",
+    "squeue": """#!/bin/sh
+cat "$FAKE_SLURM/queue" 2>/dev/null; exit 0
 """,
     "srun": "#!/bin/sh\nexit 1\n",
     "scancel": "#!/bin/sh\nexit 0\n",
@@ -38,7 +42,8 @@ echo "JobID|State|NodeList"; cat "$FAKE_SLURM/states" 2>/dev/null
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """sbatch records each script and answers with job ids 1001, 1002...; sacct reads ``states``."""
+    """sbatch records each script and answers with job ids 1001, 1002...; sacct reads ``states`` (and says
+    accounting is disabled while ``no_accounting`` exists); squeue reads ``queue`` (``id|STATE|reason``)."""
     bin_dir, rec = tmp_path / "bin", tmp_path / "sbatch"
     bin_dir.mkdir()
     rec.mkdir()
@@ -122,6 +127,9 @@ def test_rerun_waits_for_runs_in_flight_and_submits_the_rest(tmp_path, fake_slur
     states = [f"{first[n].job_id}|RUNNING|node1" for n in forget[:4]] + [f"{first[forget[4]].job_id}|PENDING|"]
     states += [f"{first[n].job_id}|CANCELLED by 1|" for n in attack] + [f"{first[forget[5]].job_id}|COMPLETED|n"]
     (fake_slurm / "states").write_text("\n".join(states) + "\n")
+    queue = [f"{first[n].job_id}|RUNNING|None" for n in forget[:4]] + [f"{first[forget[4]].job_id}|PENDING|Priority"]
+    (fake_slurm / "queue").write_text("\n".join(queue) + "\n")
+    (fake_slurm / "no_accounting").write_text("")  # squeue alone tells what is in flight
     in_flight = adopt(jobs, opts)
     assert set(in_flight) == set(forget[:5])  # completed without fresh results: submitted again
     todo = [j for j in jobs if j.name not in in_flight]
@@ -133,6 +141,94 @@ def test_rerun_waits_for_runs_in_flight_and_submits_the_rest(tmp_path, fake_slur
     assert [first[n].job_id for n in forget] == [f"1001_{k}" for k in range(6)]
     assert deps == [None, "afterany:" + ":".join(f"1001_{k}" for k in range(5)), "afterany:1003:1001_4"]
     assert not (fake_slurm / "1006.sh").exists()
+
+
+def _wait(tmp_path, fake_slurm, *, wait_min=60.0):
+    """Submit a two-run forget array to the fake SLURM; returns its jobs, handles, the status dict and the wait."""
+    from unlearn.pipeline import slurm as SL
+
+    jobs = digits_graph(tmp_path / "logs", stages=("forget",))[:2]
+    opts = options(tmp_path / "slurm", wait_min=wait_min)
+    handles = submit_graph(submitit.SlurmExecutor(folder=opts.folder / "%j"), opts, plan_arrays(jobs, jobs, {}), {})
+    status = {}
+    bar = type("Bar", (), {"update": lambda *a: None, "set_postfix_str": lambda *a: None})()
+    return jobs, handles, status, lambda: SL.wait_slurm(dict(handles), {j.name: j for j in jobs}, opts, SL.Queue(),
+                                                        status, bar)
+
+
+def test_without_accounting_a_job_gone_from_the_queue_without_result_fails(tmp_path, fake_slurm, monkeypatch):
+    from unlearn.pipeline import slurm as SL
+
+    (fake_slurm / "no_accounting").write_text("")
+    monkeypatch.setattr(SL, "POLL_S", 0.01)
+    jobs, handles, status, wait = _wait(tmp_path, fake_slurm)
+    first = jobs[0].name
+    from submitit.core.utils import cloudpickle_dump
+
+    handles[first].paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+    cloudpickle_dump(("success", (0, "d_t 99 (1.0s)")), handles[first].paths.result_pickle)
+    wait()
+    assert status[first] == (0, "d_t 99 (1.0s)")
+    rc, line = status[jobs[1].name]
+    assert rc == 1 and "left the queue without a result (state unknown: accounting is disabled" in line
+    assert str(jobs[1].folder) in line and "_log.err" in line
+    assert "squeue only" in SL.Queue().source
+
+
+def test_with_accounting_the_final_state_is_named(tmp_path, fake_slurm, monkeypatch):
+    from unlearn.pipeline import slurm as SL
+
+    monkeypatch.setattr(SL, "POLL_S", 0.01)
+    jobs, handles, status, wait = _wait(tmp_path, fake_slurm)
+    (fake_slurm / "states").write_text("".join(f"{h.job_id}|CANCELLED by 0|\n" for h in handles.values()))
+    wait()
+    assert all(v[0] == 1 and "left the queue without a result (state CANCELLED;" in v[1] for v in status.values())
+
+
+def test_the_wait_shows_pending_reasons_and_stops_at_its_limit(tmp_path, fake_slurm, monkeypatch, capsys):
+    from unlearn.core.errors import Stopped
+    from unlearn.pipeline import slurm as SL
+
+    monkeypatch.setattr(SL, "POLL_S", 0.01)
+    jobs, handles, status, wait = _wait(tmp_path, fake_slurm, wait_min=0.002)
+    (fake_slurm / "queue").write_text("".join(f"{h.job_id}|PENDING|ReqNodeNotAvail, UnavailableNodes:vm\n"
+                                              for h in handles.values()))
+    with pytest.raises(Stopped, match=r"waited 0.002 min .*2 run\(s\) still queued .*2 pending: ReqNodeNotAvail"):
+        wait()
+    assert "2 pending: ReqNodeNotAvail, UnavailableNodes:vm" in capsys.readouterr().out
+    assert not status
+
+
+def test_a_signalled_stage_command_fails_the_job(tmp_path):
+    from unlearn.pipeline.runner import Job
+    from unlearn.pipeline.slurm import ChildKilled, RunSpec, run_job
+
+    job = Job("forget:x", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+              tmp_path / "run", [])
+    with pytest.raises(ChildKilled, match=r"killed by signal 15 \(SIGTERM\).*stderr.txt"):
+        run_job(RunSpec(job, [], []))
+    assert (tmp_path / "run" / "command.txt").is_file()  # the log is saved all the same
+
+
+def test_one_submitter_at_a_time(tmp_path):
+    from unlearn.pipeline.slurm_queue import SubmitLock
+
+    with SubmitLock(tmp_path) as a:
+        assert a.holder()["pid"] == os.getpid()
+        with pytest.raises(UsageError, match=r"another run.py \(pid \d+ on .*\) is submitting.*submit.lock"):
+            with SubmitLock(tmp_path, wait_s=0.05, poll_s=0.01, say=lambda *a, **k: None):
+                pass
+    assert not (tmp_path / "submit.lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / "submit.lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with SubmitLock(tmp_path, wait_s=0.05, poll_s=0.01):  # a dead holder on this host: taken over
+        pass
+    (tmp_path / "submit.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(UsageError, match="delete"):  # another host's lock is never taken over
+        with SubmitLock(tmp_path, wait_s=0.05, poll_s=0.01, say=lambda *a, **k: None):
+            pass
 
 
 def test_bad_cluster_flags_are_one_line_errors(tmp_path):
@@ -279,3 +375,36 @@ def test_failed_run_is_reported_with_its_logs_and_its_attack_skipped(resumed, ca
     # the other runs go on: the baseline's attack ran (its own verdict is the attack stage's business)
     assert not [x for x in failed if "baseline" in x.split(":")[1] and "skipped" in x]
     assert list(root.rglob("mia_mu_attack/baseline*/command.txt"))
+
+
+def test_local_and_slurm_executors_pin_the_same_threads(tmp_path, monkeypatch):
+    """The thread count changes a CPU run's numbers: both executors give each run config.CPU_THREADS (the
+    attack 1) whatever the machine's cores or --cpus_per_job, and a run made with another count is redone."""
+    from unlearn.pipeline import runner
+    from unlearn.pipeline.slurm import thread_flags
+    from unlearn.store.identity import is_fresh, run_identity
+
+    monkeypatch.setattr(runner, "visible_gpus", lambda: [])
+    jobs = digits_graph(tmp_path / "logs")
+    want = {j.name: 1 if j.name.startswith("attack") else config.CPU_THREADS["Digits"] for j in jobs}
+    for cpus in (1, 2, 8):
+        opts = options(tmp_path / "slurm", gpus_per_job=0, cpus_per_job=cpus)
+        assert {j.name: int(thread_flags(j, opts)[1]) for j in jobs} == want
+    seen = {}
+
+    def fake_execute(unit, gpu, threads):
+        seen.update({j.name: threads for j in unit})
+        return [(j.name, 0, "ok") for j in unit]
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    for cores in (2, 16):
+        monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+        seen.clear()
+        runner.run_jobs(jobs, n_jobs=1, progress=False)
+        assert seen == want
+    import torch
+
+    res = {"status": "ok", "identity": run_identity(["x.py", "--threads", "2"], dataset="Digits")}
+    assert res["identity"]["threads"] == torch.get_num_threads()
+    assert is_fresh(res, argv=["x.py", "--threads", "2"], dataset="Digits", threads=torch.get_num_threads())
+    assert not is_fresh(res, argv=["x.py"], dataset="Digits", threads=torch.get_num_threads() + 1)

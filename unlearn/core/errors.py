@@ -12,3 +12,11 @@ class Diverged(Exception):
         super().__init__(f"non-finite loss {loss} at step {step}")
         self.step = step
         self.loss = loss
+
+
+class Stopped(Exception):
+    """A launcher stopped waiting (Ctrl-C, or its wait limit): one line on stderr, exit ``code``, no traceback."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code

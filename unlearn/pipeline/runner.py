@@ -55,17 +55,25 @@ class Job:
     deps: list[str] = field(default_factory=list)
     soft_deps: bool = False
     group: str | None = None  # runs of one group may share a process (see unlearn.pipeline.batch)
-    max_threads: int | None = None  # CPU threads cap (relearning steps of 15 samples: threads cost more than they give)
+    threads: int | None = None  # CPU threads, pinned (None: config.CPU_THREADS of its dataset; see cpu_threads)
     check_argv: bool = True  # fresh only if its results were made by this very command
     if_needed: bool = False  # a helper job (no results of its own): runs only when a job depending on it runs
     dataset: str | None = None
     identity_argv: list[str] | None = None  # what its results record as arguments, where not its command's
 
+    def cpu_threads(self) -> int:
+        """The torch threads of this run on a CPU, whatever the executor or the machine's cores: the thread
+        count changes the floating-point path (reduction order), so a run's numbers depend on it."""
+        if self.threads:
+            return int(self.threads)
+        return int(config.CPU_THREADS.get(self.dataset, config.CPU_THREADS_DEFAULT))
+
     def fresh(self) -> bool:
         argv = (self.identity_argv or self.cmd[2:]) if self.check_argv else None
         if not self.done:
             return False
-        return all(is_fresh(read_ok_results(d), argv=argv, dataset=self.dataset) for d in self.done)
+        threads = None if visible_gpus() else self.cpu_threads()  # on GPUs the thread count changes nothing
+        return all(is_fresh(read_ok_results(d), argv=argv, dataset=self.dataset, threads=threads) for d in self.done)
 
 
 def script(stage: str, dataset: str) -> str:
@@ -204,7 +212,7 @@ def attack_job(s: Setting, entry, forget_flags: list[str], extras: dict, *, atta
     cmd = [sys.executable, script("attack", s.dataset), *forget_flags, *_weight_flags(weight_path),
            *_attack_flags(attack)]
     return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}{s.replicate_tag}",
-               max_threads=1, dataset=s.dataset)
+               threads=1, dataset=s.dataset)
 
 
 def distribution_job(s: Setting, entry, extras: dict, *, deps=(), force: bool = False) -> Job:
@@ -224,7 +232,7 @@ def reference_curves_job(s: Setting, attack: dict, *, deps=()) -> Job:
     """The references' relearning curves for ``s``'s seed: a helper job, run only when an attack needing it runs."""
     cmd = [sys.executable, script("attack", s.dataset), *common_flags(s), "-seed", str(s.seed), "-method", "retrain",
            "--refs-only", *_attack_flags(attack)]
-    return Job(f"attack-references:seed{s.seed}{s.replicate_tag}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), max_threads=1,
+    return Job(f"attack-references:seed{s.seed}{s.replicate_tag}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), threads=1,
                if_needed=True, dataset=s.dataset)
 
 
@@ -343,10 +351,10 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     """Run the graph; returns {name: (returncode, last line)} of every job that ran or was skipped.
 
     ``batch`` (default: when ``n_jobs`` is 1) runs each group's pending jobs in one process.
-    On a CPU the cores are shared out as threads: a process gets the free cores divided
-    among the processes ready to start (at most cores / ``n_jobs``, and one for the attack,
-    whose 15-sample steps run fastest on one thread); in batch mode each group runs as one
-    process per core, so two small runs share the cores better than one run on two threads.
+    On a CPU every process runs with its jobs' pinned thread count (:meth:`Job.cpu_threads`: the
+    same on any machine and under SLURM, since it changes the numbers) and starts once that many
+    cores are free (at once when nothing else runs); in batch mode each group runs as one process
+    per core.
     """
     status: dict[str, tuple[int, str]] = {}
     pending = pending_jobs(jobs, force)
@@ -364,7 +372,7 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
     sched = _Schedule(status=status, units=_units(pending, batch, split=1 if gpus else cores),
                       unfinished={j.name for j in pending}, gpus=gpus,
                       free_gpus=[gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else [], free_cores=cores,
-                      threads=max(1, cores // n_jobs), bar=tqdm(total=len(pending), desc="runs", disable=not progress))
+                      bar=tqdm(total=len(pending), desc="runs", disable=not progress))
     with ThreadPoolExecutor(max_workers=max(n_jobs, cores)) as pool:
         while sched.units or sched.running:
             before = len(sched.units)
@@ -389,12 +397,11 @@ class _Schedule:
     gpus: list
     free_gpus: list
     free_cores: int
-    threads: int  # threads of a process at most (cores / n_jobs)
     bar: object
     running: dict = field(default_factory=dict)  # future -> (jobs, gpu, cores)
 
     def cap(self, unit) -> int:
-        return min([j.max_threads for j in unit if j.max_threads] or [self.threads])
+        return min(j.cpu_threads() for j in unit)
 
     def ready(self, unit) -> bool:
         names = {j.name for j in unit}
@@ -409,9 +416,8 @@ class _Schedule:
                 break
             n = 0
             if not self.gpus:
-                waiting = sum(self.ready(u) for u in self.units)
-                n = min(self.cap(unit), max(1, self.free_cores // max(waiting, 1)))
-                if n > self.free_cores:
+                n = self.cap(unit)
+                if n > self.free_cores and self.running:
                     continue
             self.units.remove(unit)
             go = self.without_failed_deps(unit)

@@ -20,8 +20,15 @@ for ``run.py --executor local``; finished runs are not submitted unless
 stdout/stderr under ``--slurm_folder`` (default ``{log_root}/slurm``); the
 runs submitted there are listed in ``submitted.json`` so that, after ``run.py``
 was killed, a rerun waits for those still queued or running instead of
-submitting them twice. submitit requeues a preempted job (the run starts over;
-outputs are atomic); a timed-out one is reported as failed.
+submitting them twice; one launcher at a time submits to a log root
+(:class:`unlearn.pipeline.slurm_queue.SubmitLock`), and the ledger's entries are
+merged, never overwritten wholesale. Job states come from squeue, and from sacct
+where accounting works (:class:`unlearn.pipeline.slurm_queue.Queue`); the wait
+shows pending reasons and stops after ``--slurm_wait_min`` (the jobs stay queued;
+a rerun waits for them). A job that left the queue without a result, or whose
+stage command was killed by a signal (``scancel``, the time limit), is a failure
+that names its state or signal and its logs. submitit requeues a preempted job
+(the run starts over; outputs are atomic).
 
 ``--executor submitit-local`` runs the same jobs through submitit's
 ``LocalExecutor`` as local processes (tests, laptops). That executor knows no
@@ -30,10 +37,12 @@ ended, at most ``--array_parallelism`` at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -45,18 +54,19 @@ from tqdm.auto import tqdm
 
 import config
 from ..core.cli import nonneg_int, positive_float, positive_int
-from ..core.errors import UsageError
+from ..core.errors import Stopped, UsageError
 from ..store.checkpoint import atomic_write_json
 from .batch import save_run_log
 from .runner import ROOT, job_env, judge, last_line, pending_jobs
+from .slurm_queue import LEFT, Queue, SubmitLock, pending_summary
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 # sbatch options set here or by submitit; --slurm_extra may not override them
 RESERVED = {"array", "dependency", "output", "error", "job-name", "open-mode", "signal", "wckey"}
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "PREEMPTED",
-          "REQUEUE_HOLD", "REQUEUE_FED"}
 MAX_ARRAY = 1000  # SLURM's default MaxArraySize is 1001
 LEDGER = "submitted.json"
+WAIT_MIN = 24 * 60  # --slurm_wait_min: a day, then run.py stops waiting (the jobs stay queued)
+POLL_S = 10  # seconds between two looks at the queue
 
 
 def add_slurm_args(p):
@@ -69,7 +79,7 @@ def add_slurm_args(p):
                    help="SLURM partition (default: config.SLURM, else the cluster's default)")
     g.add_argument("--gpus_per_job", "--gpus-per-job", type=nonneg_int, default=None)
     g.add_argument("--cpus_per_job", "--cpus-per-job", type=positive_int, default=None,
-                   help="CPUs per job; a CPU-only job runs with as many torch threads")
+                   help="CPUs per job (a CPU-only job runs with config.CPU_THREADS torch threads whatever this is)")
     g.add_argument("--mem_gb", "--mem-gb", type=positive_float, default=None)
     g.add_argument("--timeout_min", "--timeout-min", type=positive_int, default=None)
     g.add_argument("--array_parallelism", "--array-parallelism", type=positive_int, default=None,
@@ -79,6 +89,8 @@ def add_slurm_args(p):
                         "a bare KEY is a flag (requeue)")
     g.add_argument("--slurm_folder", "--slurm-folder", default=None,
                    help="submitit's folder: scripts, logs, results (default: {log_root}/slurm)")
+    g.add_argument("--slurm_wait_min", "--slurm-wait-min", type=positive_float, default=WAIT_MIN,
+                   help="stop waiting after this many minutes (exit 1; the jobs stay queued, a rerun waits for them)")
 
 
 @dataclass
@@ -95,6 +107,7 @@ class ClusterOptions:
     timeout_min: int
     array_parallelism: int | None = None
     extra: dict = field(default_factory=dict)
+    wait_min: float = WAIT_MIN
 
 
 def cluster_options(args, setting) -> ClusterOptions:
@@ -124,7 +137,7 @@ def cluster_options(args, setting) -> ClusterOptions:
         name=setting.dataset, partition=pick(args.slurm_partition, "partition"),
         gpus_per_job=pick(args.gpus_per_job, "gpus_per_job"), cpus_per_job=pick(args.cpus_per_job, "cpus_per_job"),
         mem_gb=pick(args.mem_gb, "mem_gb"), timeout_min=pick(args.timeout_min, "timeout_min"),
-        array_parallelism=args.array_parallelism, extra=extra)
+        array_parallelism=args.array_parallelism, extra=extra, wait_min=float(args.slurm_wait_min))
 
 
 # ---------------------------------------------------------------- the plan
@@ -173,10 +186,11 @@ def plan_arrays(jobs: list, todo: list, in_flight: dict[str, str]) -> list[Array
 
 
 def thread_flags(job, opts: ClusterOptions) -> list[str]:
-    """``--threads`` for a CPU-only job, as ``run.py --executor local`` gives one: its CPUs, capped by the job."""
+    """``--threads`` for a CPU-only job: its pinned count (:meth:`unlearn.pipeline.runner.Job.cpu_threads`),
+    as ``run.py --executor local`` gives it, so both executors make the same numbers."""
     if opts.gpus_per_job:
         return []
-    return ["--threads", str(min(opts.cpus_per_job, job.max_threads or opts.cpus_per_job))]
+    return ["--threads", str(job.cpu_threads())]
 
 
 def _setup() -> list[str]:
@@ -305,7 +319,21 @@ def run_job(spec: RunSpec) -> tuple[int, str]:
         for t in pumps:
             t.join(timeout=10)
         save_run_log(job.folder, cmd, "".join(out), "".join(err))
+    if rc < 0:  # scancel or the time limit: SLURM signalled the step; submitit must record a failure
+        raise ChildKilled(f"{job.name}: the stage command was killed by signal {-rc} ({signal_name(-rc)}) after "
+                          f"{time.perf_counter() - t0:.1f}s; log {job.folder / 'stderr.txt'}")
     return judge(job, rc, f"{last_line(''.join(err), ''.join(out))} ({time.perf_counter() - t0:.1f}s)")[1:]
+
+
+class ChildKilled(RuntimeError):
+    """A job's stage command died of a signal (``scancel``, a time limit, the OOM killer)."""
+
+
+def signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return "unknown signal"
 
 
 # ---------------------------------------------------------------- submitting and waiting
@@ -329,21 +357,22 @@ def _ledger(opts: ClusterOptions) -> dict:
 
 
 def _record(opts: ClusterOptions, entries: dict):
+    """Merge ``entries`` into the ledger (read again just before writing; callers hold the submit lock)."""
     atomic_write_json(opts.folder / LEDGER, {**_ledger(opts), **entries})
 
 
-def adopt(todo: list, opts: ClusterOptions) -> dict:
-    """{run name: SlurmJob} of the runs an earlier ``run.py`` submitted with the same command, still in flight."""
+def adopt(todo: list, opts: ClusterOptions, queue: Queue | None = None) -> dict:
+    """{run name: SlurmJob} of the runs an earlier ``run.py`` submitted with the same command, still in flight
+    (in the queue, as squeue sees it)."""
     from submitit import SlurmJob  # lazy: start-up time
 
     ledger = _ledger(opts)
     known = {j.name: SlurmJob(folder=opts.folder / "%j", job_id=ledger[j.name]["job_id"]) for j in todo
              if j.name in ledger and ledger[j.name].get("cmd") == j.cmd}
-    if known:
-        SlurmJob.watcher.update()  # one sacct call for all of them
-    states = {name: (SlurmJob.watcher.get_state(h.job_id, mode="cache").split() or ["UNKNOWN"])[0].upper()
-              for name, h in known.items()}
-    return {name: h for name, h in known.items() if states[name] in ACTIVE}
+    if not known:
+        return {}
+    queued = (queue or Queue()).in_queue()
+    return {name: h for name, h in known.items() if name and h.job_id in queued and queued[h.job_id].active}
 
 
 def submit_array(executor, opts: ClusterOptions, array: Array, *, dependency: str | None, results: dict) -> list:
@@ -364,16 +393,21 @@ def submit_array(executor, opts: ClusterOptions, array: Array, *, dependency: st
     return handles
 
 
-def outcome(job, handle) -> tuple[int, str]:
-    """How a submitted run ended, naming its logs when it failed."""
+def outcome(job, handle, state: str | None = None) -> tuple[int, str]:
+    """How a submitted run ended, naming its logs when it failed; ``state``: its SLURM state where known
+    (:class:`unlearn.pipeline.slurm_queue.Queue`), else submitit's."""
     where = f"run folder {job.folder}; submitit log {handle.paths.stdout}, {handle.paths.stderr}"
+    if not handle.paths.result_pickle.exists() and state is not None:
+        known = "state unknown: accounting is disabled" if state == LEFT else f"state {state}"
+        return 1, f"left the queue without a result ({known}; cancelled, killed or its node failed) ({where})"
     try:
         rc, tail = handle.result()
     except Exception as e:  # timed out, cancelled, node failure, or the job body raised
         lines = [x for x in str(e).splitlines() if x.strip() and not x.startswith("-")]
-        why = next((x for x in reversed(lines) if "Error" in x), lines[-1] if lines else type(e).__name__)
-        return 1, f"{handle.state}: {why.strip()} ({where})"
-    return (0, tail) if rc == 0 else (rc, f"{tail} ({where})")
+        why = next((x for x in reversed(lines) if "ChildKilled" in x or "Error" in x),
+                   lines[-1] if lines else type(e).__name__)
+        return 1, f"{state or handle.state}: {why.strip()} ({where})"
+    return (0, tail) if rc == 0 else (rc, f"{tail or f'exit {rc}'} ({where})")
 
 
 def submit_graph(executor, opts: ClusterOptions, arrays: list[Array], results: dict) -> dict:
@@ -395,60 +429,123 @@ def submit_graph(executor, opts: ClusterOptions, arrays: list[Array], results: d
 
 def run_jobs_slurm(jobs: list, opts: ClusterOptions, *, force: bool = False, dry_run: bool = False,
                    progress: bool = True) -> dict[str, tuple[int, str]]:
-    """Submit the pending runs and wait for them; returns {name: (exit code, last line)} like ``run_jobs``."""
+    """Submit the pending runs and wait for them; returns {name: (exit code, last line)} like ``run_jobs``.
+
+    On SLURM the runs in flight are looked up, planned and submitted under the log root's
+    :class:`SubmitLock`; the wait (:func:`wait_slurm`) is outside it.
+    """
     todo = pending_jobs(jobs, force)
     status = {j.name: (0, "already done") for j in jobs if j not in todo}
-    running = adopt(todo, opts) if opts.cluster == "slurm" else {}
-    in_flight = {name: h.job_id for name, h in running.items()}
-    todo = [j for j in todo if j.name not in running]
-    arrays = plan_arrays(jobs, todo, in_flight)
-    if dry_run:
-        print_plan(arrays, opts, done=list(status), in_flight=in_flight)
-        return status
+    slurm = opts.cluster == "slurm"
+    queue = Queue() if slurm else None
     by_name = {j.name: j for j in jobs}
-    results = {name: str(h.paths.result_pickle) for name, h in running.items()}
-    executor = make_executor(opts)
-    if in_flight:
-        print(f"waiting for {len(in_flight)} run(s) submitted earlier and still queued or running", flush=True)
-    bar = tqdm(total=len(todo) + len(running), desc="runs", disable=not progress)
-    queue = [] if opts.cluster == "slurm" else [j for a in arrays for j in a.jobs]
-    limit = opts.array_parallelism or max(1, (os.cpu_count() or 1) // opts.cpus_per_job)
-    try:
-        if opts.cluster == "slurm":
+    with (SubmitLock(opts.folder) if slurm and not dry_run else contextlib.nullcontext()):
+        try:
+            running = adopt(todo, opts, queue) if slurm else {}
+        except UsageError:
+            if not dry_run:
+                raise
+            running = {}  # a dry run off the cluster: nothing can be in flight that it could see
+        in_flight = {name: h.job_id for name, h in running.items()}
+        todo = [j for j in todo if j.name not in running]
+        arrays = plan_arrays(jobs, todo, in_flight)
+        if dry_run:
+            print_plan(arrays, opts, done=list(status), in_flight=in_flight)
+            return status
+        results = {name: str(h.paths.result_pickle) for name, h in running.items()}
+        executor = make_executor(opts)
+        if in_flight:
+            print(f"waiting for {len(in_flight)} run(s) submitted earlier and still queued or running", flush=True)
+        if slurm:
+            print(queue.source, flush=True)
             running.update(submit_graph(executor, opts, arrays, results))
-        while queue or running:
-            for j in list(queue):  # submitit-local only: release runs whose dependencies ended
-                if len(running) >= limit:
-                    break
-                if any(d not in status for d in j.deps):
-                    continue
-                queue.remove(j)
-                failed = [] if j.soft_deps else [d for d in j.deps if status[d][0] != 0]
-                if failed:
-                    status[j.name] = (1, f"skipped: {failed[0]} did not finish")
-                    bar.update()
-                    continue
-                running[j.name] = submit_array(executor, opts, Array(j.name, [j], [], []), dependency=None,
-                                               results=results)[0]
-                results[j.name] = str(running[j.name].paths.result_pickle)
-            for name, h in list(running.items()):
-                if h.done():
-                    status[name] = outcome(by_name[name], running.pop(name))
-                    bar.update()
-                    bar.set_postfix_str(name[:40])
-            if queue and not running and not any(all(d in status for d in j.deps) for j in queue):
-                raise RuntimeError("no job can start: the job graph has a dependency cycle")
-            if queue or running:
-                time.sleep(0.5 if opts.cluster == "local" else 10)
-    except KeyboardInterrupt:
-        if opts.cluster == "slurm":
-            print(f"\ninterrupted: {len(running)} run(s) stay queued or running on SLURM; rerun the same command "
-                  "to wait for them (they are not submitted again), or --summary-only once they ended",
-                  file=sys.stderr)
+    bar = tqdm(total=len(todo) + len(in_flight), desc="runs", disable=not progress)
+    try:
+        if slurm:
+            wait_slurm(running, by_name, opts, queue, status, bar)
         else:
+            run_local(executor, opts, [j for a in arrays for j in a.jobs], running, results, status, bar)
+    except KeyboardInterrupt:
+        if not slurm:
             for h in running.values():
                 h.cancel(check=False)
-        raise
+            raise Stopped("interrupted: the runs still going were cancelled", code=130) from None
+        try:
+            left = [st for st in queue.states([h.job_id for h in running.values()]).values() if st.active]
+        except UsageError:
+            left = None
+        what = "their state unknown (squeue failed)" if left is None else (pending_summary(left) or "none left")
+        raise Stopped(f"interrupted: {len(running) if left is None else len(left)} run(s) stay queued or running "
+                      f"on SLURM ({what}); rerun the same command to wait for them (they are not submitted again), "
+                      "or --summary-only once they ended", code=130) from None
     finally:
         bar.close()
     return status
+
+
+def wait_slurm(running: dict, by_name: dict, opts: ClusterOptions, queue: Queue, status: dict, bar) -> None:
+    """Wait for the SLURM jobs in ``running`` ({run name: SlurmJob}), filling ``status``.
+
+    A job is over when its result file exists, or when it has left the queue at two looks in a row
+    without one (the second look lets a result written at the very end arrive). Pending reasons are
+    shown whenever they change; after ``opts.wait_min`` minutes :class:`Stopped` is raised with what
+    is still queued (the jobs stay queued: a rerun waits for them).
+    """
+    t0, shown, gone = time.monotonic(), None, set()
+    while running:
+        states = queue.states([h.job_id for h in running.values()])
+        for name, h in list(running.items()):
+            st = states.get(h.job_id)
+            over = st is None or not st.active
+            if h.paths.result_pickle.exists() and over:
+                final = st.state if st is not None and st.state != LEFT else "FAILED"
+                status[name] = outcome(by_name[name], running.pop(name), final)
+            elif over and name in gone:
+                status[name] = outcome(by_name[name], running.pop(name), st.state if st else LEFT)
+            else:
+                if over:
+                    gone.add(name)
+                continue
+            bar.update()
+            bar.set_postfix_str(name[:40])
+        note = pending_summary(st for name, h in running.items() if (st := states.get(h.job_id)) and st.active)
+        if note and note != shown:
+            tqdm.write(note)
+        shown = note
+        if running and time.monotonic() - t0 > opts.wait_min * 60:
+            raise Stopped(f"waited {opts.wait_min:g} min (--slurm_wait_min); {len(running)} run(s) still queued or "
+                          f"running ({note or 'state unknown'}) stay on SLURM; rerun the same command to wait for "
+                          f"them (they are not submitted again)")
+        if running:
+            time.sleep(POLL_S)
+
+
+def run_local(executor, opts: ClusterOptions, queue: list, running: dict, results: dict, status: dict, bar) -> None:
+    """submitit's LocalExecutor knows no dependencies: release each run once the runs it needs have ended,
+    at most ``--array_parallelism`` (default CPUs / cpus_per_job) at a time."""
+    limit = opts.array_parallelism or max(1, (os.cpu_count() or 1) // opts.cpus_per_job)
+    by_name = {j.name: j for j in queue}
+    while queue or running:
+        for j in list(queue):
+            if len(running) >= limit:
+                break
+            if any(d not in status for d in j.deps):
+                continue
+            queue.remove(j)
+            failed = [] if j.soft_deps else [d for d in j.deps if status[d][0] != 0]
+            if failed:
+                status[j.name] = (1, f"skipped: {failed[0]} did not finish")
+                bar.update()
+                continue
+            running[j.name] = submit_array(executor, opts, Array(j.name, [j], [], []), dependency=None,
+                                           results=results)[0]
+            results[j.name] = str(running[j.name].paths.result_pickle)
+        for name, h in list(running.items()):
+            if h.done():
+                status[name] = outcome(by_name[name], running.pop(name))
+                bar.update()
+                bar.set_postfix_str(name[:40])
+        if queue and not running and not any(all(d in status for d in j.deps) for j in queue):
+            raise RuntimeError("no job can start: the job graph has a dependency cycle")
+        if queue or running:
+            time.sleep(0.5)

@@ -11,6 +11,9 @@ unchanged. Each stage records in ``results.json`` an ``identity``:
 * ``inputs``: a fingerprint (size, mtime, sha256) of every file the run read
   (pretrained checkpoint, SalUn mask, unlearned model, retrained references);
 * ``code``: :data:`CODE_VERSION`, bumped when a change alters results;
+* ``threads``: torch's CPU thread count during the run. It changes the floating-point path
+  (reduction order) and so the numbers of a CPU run; run.py pins it (``config.CPU_THREADS``) and
+  reuses a CPU run only for the same count (:func:`is_fresh`'s ``threads``);
 * the floating-point perturbation (:func:`unlearn.core.runinfo.fp_perturbation`, ``UNLEARN_FP_PERTURB``) when it is on,
   inside ``config``: a perturbed model is another model.
 
@@ -93,17 +96,21 @@ def unchanged(fp: dict) -> bool:
 
 def run_identity(argv: list[str], *, dataset: str, inputs=()) -> dict:
     """The identity a stage records in its results.json."""
+    import torch  # lazy: start-up time
+
     ident = {"argv": normalise_argv(list(argv)), "config": config_fingerprint(dataset), "code": CODE_VERSION,
-             "inputs": [fingerprint(p) for p in inputs if p is not None]}
+             "inputs": [fingerprint(p) for p in inputs if p is not None], "threads": torch.get_num_threads()}
     ident["hash"] = _sha([ident["argv"], ident["config"], ident["code"], [i["sha256"] for i in ident["inputs"]]])[:16]
     return ident
 
 
-def is_fresh(results: dict | None, *, argv: list[str] | None = None, dataset: str | None = None) -> bool:
+def is_fresh(results: dict | None, *, argv: list[str] | None = None, dataset: str | None = None,
+             threads: int | None = None) -> bool:
     """Whether finished ``results`` may be reused for a run of ``argv``.
 
     Requires status ``ok``, a recorded identity of this code version, the same
-    normalised arguments and config.py entries (when given) and unchanged input files.
+    normalised arguments, config.py entries and (for a CPU run) torch thread count
+    when given, and unchanged input files.
     """
     if not results or results.get("status") != "ok":
         return False
@@ -113,6 +120,8 @@ def is_fresh(results: dict | None, *, argv: list[str] | None = None, dataset: st
     if argv is not None and ident.get("argv") != normalise_argv(list(argv)):
         return False
     if dataset is not None and ident.get("config") != config_fingerprint(dataset):
+        return False
+    if threads is not None and ident.get("threads") != threads:
         return False
     try:
         return all(unchanged(fp) for fp in ident.get("inputs", []))

@@ -19,7 +19,7 @@ from datasets import canonical_dataset_name, get_dataset
 from datasets.splits import ClassSplit, SplitData, make_split_data
 from models import canonical_model_name, get_model
 from ..core.engine import perturb_init
-from ..core.errors import UsageError
+from ..core.errors import Stopped, UsageError
 from .checkpoint import load_checkpoint, load_into
 from .identity import settings_suffix
 
@@ -176,6 +176,9 @@ def run_cli(main):
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(e.code)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
         return 0
