@@ -201,7 +201,7 @@ def test_the_wait_shows_pending_reasons_and_stops_at_its_limit(tmp_path, fake_sl
 
 def test_a_signalled_stage_command_fails_the_job(tmp_path):
     from unlearn.pipeline.runner import Job
-    from unlearn.pipeline.slurm import ChildKilled, RunSpec, run_job
+    from unlearn.pipeline.slurm_job import ChildKilled, RunSpec, run_job
 
     job = Job("forget:x", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
               tmp_path / "run", [])
@@ -268,7 +268,7 @@ def test_job_skips_when_a_run_it_needs_did_not_finish(tmp_path):
     from submitit.core.utils import cloudpickle_dump
 
     from unlearn.pipeline.runner import Job
-    from unlearn.pipeline.slurm import RunSpec, run_job
+    from unlearn.pipeline.slurm_job import RunSpec, run_job
 
     good, bad = tmp_path / "good.pkl", tmp_path / "bad.pkl"
     cloudpickle_dump(("success", (0, "done")), good)
