@@ -13,6 +13,7 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids oversu
 from unlearn.store.setting import Setting  # noqa: E402
 
 import config  # noqa: E402
+from slurm_cluster import pytest_itemcollected, slurm_cluster, slurm_cluster_acct  # noqa: E402,F401
 
 PRETRAIN_EPOCHS = config.DATASETS["Digits"]["epochs"]  # the default model, on which config's settings are tuned
 # The shipped Digits attack with 5 references instead of 20: each test worker retrains its own population.
