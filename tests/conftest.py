@@ -90,7 +90,7 @@ def run_script(*args, cwd=ROOT, env=None):
 # Files whose fixtures run whole pipelines, longest first (measured: tens of seconds to minutes each).
 # With one worker per core (pytest-xdist, --dist loadfile) they start first and the short files fill
 # the gaps, instead of one long file running alone at the end.
-HEAVY_FIRST = ["test_study.py", "test_run.py", "test_slurm.py", "test_methods.py", "test_integrity.py",
+HEAVY_FIRST = ["test_study.py", "test_slurm_live_run.py", "test_run.py", "test_slurm.py", "test_methods.py", "test_integrity.py",
                "test_tune.py", "test_summary.py", "test_attack.py", "test_our.py"]
 
 
