@@ -17,7 +17,8 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   references' curves). No command lines here.
 * ``stages/``: the stages' command lines and their end-to-end runs (``pretrain``, ``forget``,
   ``attack``, ``distribution``), run by the top-level scripts (``forget_full_class_main_*.py`` ...).
-* ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``),
+* ``pipeline/``: run.py's job graph and its local execution (``runner``, ``batch``), SLURM (``slurm``: plan,
+  submission and wait; ``slurm_job``: one job's body; ``slurm_queue``: job states and the submit lock),
   the summary tables (``summary``).
 * ``tune/``: tuning a method's settings (``search``: the whole tuning, on ``folders`` (where studies
   live), ``space`` (search spaces and the settings in them), ``tasks`` (one study per method),
