@@ -76,7 +76,7 @@ def write_document(out: Path, per_dataset: dict, timings: dict) -> Path:
     figs = out / "reproduction"
     figs.mkdir(parents=True, exist_ok=True)
     verdict = {ds: verdicts(d) for ds, d in per_dataset.items()}
-    parts = [_INTRO.format(cmd=COMMAND), "## Verdicts\n", verdict_table(verdict), "", _RULES]
+    parts = [_INTRO.format(cmd=COMMAND, datasets=" and ".join(per_dataset)), "## Verdicts\n", verdict_table(verdict), "", _RULES]
     for ds, d in per_dataset.items():
         plot_tradeoff(figs / f"tradeoff_{ds}", d)
         plot_indices(figs / f"indices_{ds}", d)
@@ -148,7 +148,7 @@ _INTRO = """# Does Over-Unlearning & Replay remove what the Reminiscence Attack 
 The paper makes three claims: (1) approximate unlearning leaves residual knowledge that the
 Reminiscence Attack exposes; (2) Over-Unlearning & Replay (OUR) removes it at 2-12% of retraining's
 cost; (3) retraining and OUR spread the forget class out in the output space. This page checks each
-on Digits and FashionMNIST (no augmentation: the models memorise, as the paper's) with every method
+on {datasets} (no augmentation: the models memorise, as the paper's) with every method
 of `config.MU_METHOD_LIST`, its `_our` variant and the 2025 OUR, over **replicates**: independently
 pretrained models (`config.REPLICATES`), each with its own unlearning runs, against retrained
 reference models shared by all. Every number below is read from the runs' `results.json` by
