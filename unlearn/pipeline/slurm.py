@@ -290,7 +290,7 @@ def adopt(todo: list, opts: ClusterOptions, queue: Queue | None = None) -> dict:
     if not known:
         return {}
     queued = (queue or Queue()).in_queue()
-    return {name: h for name, h in known.items() if name and h.job_id in queued and queued[h.job_id].active}
+    return {name: h for name, h in known.items() if h.job_id in queued and queued[h.job_id].active}
 
 
 def submit_array(executor, opts: ClusterOptions, array: Array, *, dependency: str | None, results: dict) -> list:
