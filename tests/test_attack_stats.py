@@ -39,6 +39,17 @@ def test_steps_exactly_threshold_counts():
     assert steps_to_threshold([0.2, 0.5, 0.5], threshold=0.5) == 2
 
 
+def test_steps_float32_accuracy_at_exactly_threshold_counts():
+    """The attack computes accuracies in float32 (18/20 is 0.89999998 there): exactly 90% still counts."""
+    import torch
+    hits = torch.tensor([10, 17, 18, 20])
+    acc = [(torch.arange(20) < h).float().mean().double().item() for h in hits]
+    assert acc[2] < 0.9  # the float32 rounding the threshold must tolerate
+    assert steps_to_threshold(acc) == 3
+    assert steps_to_threshold(np.float32([0.5, 17 / 20, 0.9])) == 3
+    assert steps_to_threshold([0.5, 0.8999, 0.95]) == 3  # a real miss is still a miss
+
+
 def test_steps_last_step_ranks_above_never():
     reach_last = [0.0, 0.0, 0.0, 0.9]
     never = [0.0, 0.0, 0.0, 0.89]

@@ -20,9 +20,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from ...store.checkpoint import save_figure
 
 DEFAULT_THRESHOLD = 0.9
-# Accuracies are ratios such as 27/30; allow a rounding hair so that a curve
-# which "exactly" reaches the threshold counts as reaching it.
-_TIE_EPS = 1e-12
+# Accuracies are ratios such as 18/20 computed in float32 by the attack (18/20 is 0.89999998 there):
+# a curve that exactly reaches the threshold must count as reaching it. float32 rounds a ratio by a
+# relative 6e-8 at most, while two ratios k/n with n below 10^5 candidates differ from a threshold
+# such as 0.9 by at least 1/(10 n) > 1e-6 unless equal, so 1e-6 tells ties from misses.
+_TIE_EPS = 1e-6
 
 __all__ = [
     "DEFAULT_THRESHOLD",
