@@ -47,7 +47,7 @@ def test_summary_has_a_finite_row_per_method(first_run):
     rows = list(csv.DictReader((root / "summary.csv").open()))
     assert [r["method"] for r in rows] == [m for m, _, _ in METHODS]
     for r in rows:
-        for k in ("d_t", "d_f", "d_r", "mia", "rea_auc_ood", "rea_auc2_out", "variance", "silhouette", "overlap",
+        for k in ("d_t", "d_f", "d_r", "mia", "zrf", "rea_auc_ood", "rea_auc2_out", "variance", "silhouette", "overlap",
                   "time"):
             assert math.isfinite(float(r[k])), (r["method"], k)
         (attack,) = (root / "forget_full_class_main").rglob(f"mia_mu_attack/{r['method']}-{r['para1']}-{r['para2']}-*")

@@ -7,6 +7,16 @@ Teacher (Chundawat et al., 2023) and SSD (Foster et al., 2024) papers, with the
 paper's non-members: all test data of the in-distribution classes, retain-test and
 forget-test (its ``valid_dl`` = retain-valid + forget-valid, in ``utils/metrics.py``
 ``get_membership_attack_prob``). All in percent, as the paper's tables.
+
+``zrf``: the ZRF score (Chundawat et al., "Can Bad Teaching Induce Forgetting?", AAAI 2023; the
+paper's ``UnLearningScore`` in ``utils/metrics.py`` of its 2025 code): 1 minus the mean
+Jensen-Shannon divergence (natural log, per sample, ``batchmean``) between the model's softmax and
+that of a randomly initialised model of the same architecture, on the forget class's training data.
+1 means the model answers like a random one on the forget set; a model identical to the random one
+scores exactly 1, and the floor is 1 - ln 2 = 0.307. Deviation: both models are in eval mode (the
+paper's random teacher stays in train mode, so its BatchNorm layers use each batch's statistics and
+the score depends on the batch size); the random model is seeded by the setting's seed, so every
+method of a setting is scored against the same one.
 """
 from __future__ import annotations
 
@@ -38,8 +48,29 @@ def entropy_mia(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray, *
     return float(clf.predict(np.asarray(target).reshape(-1, 1)).mean())
 
 
-def evaluate_unlearning(model: torch.nn.Module, data, *, seed: int = 0) -> dict:
-    """All per-run metrics of the paper's table (percent)."""
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence (natural log) between the rows of two probability matrices."""
+    p, q = p.double(), q.double()
+    m = (p + q) / 2
+
+    def kl(a):  # KL(a || m), 0 log 0 = 0
+        return torch.where(a > 0, a * (a.clamp_min(1e-300).log() - m.clamp_min(1e-300).log()), 0.0).sum(1)
+
+    return 0.5 * kl(p) + 0.5 * kl(q)
+
+
+def zrf_score(model: torch.nn.Module, random_model: torch.nn.Module, x: torch.Tensor) -> float:
+    """ZRF: 1 - mean over ``x`` of JS(softmax(model), softmax(random_model)); NaN for no samples."""
+    if len(x) == 0:
+        return float("nan")
+    p = torch.softmax(predict(model, x).double(), 1)
+    q = torch.softmax(predict(random_model, x).double(), 1)
+    return float(1 - js_divergence(p, q).mean())
+
+
+def evaluate_unlearning(model: torch.nn.Module, data, *, seed: int = 0,
+                        random_model: torch.nn.Module | None = None) -> dict:
+    """All per-run metrics of the paper's table (percent), and ``zrf`` when ``random_model`` is given."""
     retain_train, forget_train, _ = data.sets(True)
     retain_test, forget_test, _ = data.sets(False)
     ent = {name: entropy(predict(model, s.x)) for name, s in
@@ -52,4 +83,5 @@ def evaluate_unlearning(model: torch.nn.Module, data, *, seed: int = 0) -> dict:
         "d_r": 100 * accuracy(model, retain_train),
         "forget_test": 100 * accuracy(model, forget_test),
         "mia": 100 * entropy_mia(ent["retain_train"], nonmember, ent["forget_train"], seed=seed),
+        **({"zrf": zrf_score(model, random_model, forget_train.x)} if random_model is not None else {}),
     }

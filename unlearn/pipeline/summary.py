@@ -47,6 +47,8 @@ COLUMNS = [
     ("d_f", "D_f: forget-class training accuracy (%)"),
     ("d_r", "D_r: retain training accuracy (%)"),
     ("mia", "classic entropy MIA: forget samples predicted member (%)"),
+    ("zrf", "ZRF (the paper's UnLearningScore): 1 - mean Jensen-Shannon divergence from a randomly initialised "
+            "model on the forget set; 1 = answers like a random model, 0.307 the floor"),
     ("verdict_out", "verdict, output level, over the replicates (pretrained models) against the retrained "
                     "references: residual / over-suppressed (relearns faster / slower, permutation test, Holm-adjusted "
                     "p < alpha), equivalent (TOST within the margin), else undetermined; [Holm p; n models]"),
@@ -164,6 +166,7 @@ def cell(s: Setting, method, p1, p2, extras: dict | None = None) -> dict:
     if f:
         row.update({k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, time=f["time"])
         row["work"] = (f.get("work") or {}).get("retain_epochs", nan)
+        row["zrf"] = f["metrics"].get("zrf", nan)  # runs made before ZRF was recorded have none
     row.update(attack_cells(read_ok_results(run_dir(s, "mia_mu_attack", method, p1, p2, extras) / "results.json")))
     v = read_ok_results(run_dir(s, "visualization", method, p1, p2, extras) / "results.json")
     if v:

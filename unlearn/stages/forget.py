@@ -2,13 +2,15 @@
 
 Writes ``unlearning/{method}-{para1}-{para2}/``: ``model.pth`` (and ``mid.pth``
 for ``_our``), ``log.tsv`` (``d_t d_f d_r mia time``, as the paper's code) and,
-last, ``results.json`` with every metric, the resolved config and the status.
+last, ``results.json`` with every metric (ZRF included), the resolved config and the status.
 """
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from ..core.cli import device_arg
 from ..core.engine import metered, resolve_device, seed_everything
@@ -61,7 +63,7 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     if mask_path:
         options["mask_path"] = str(mask_path)
     ctx = method_context(setting, model=model, data=data, device=device, generator=gen, options=options,
-                         batch_size=batch_size, progress=progress)
+                         batch_size=batch_size, progress=progress, start=weight_path)
     resolved = {**setting.as_dict(), "method": method, "base_method": spec.name, "our": our, "para1": para1,
                 "para2": para2, "para1_meaning": spec.para1, "para2_meaning": spec.para2, "batch_size": ctx.batch_size,
                 "weight_path": str(weight_path), "options": options, "device": str(device),
@@ -71,9 +73,15 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "config": resolved,
                "identity": identity}
     mid = {}
+    with torch.random.fork_rng(devices=[]):  # ZRF's random model, the same for every method of the setting
+        torch.manual_seed(setting.seed)
+        random_model = setting.new_model(device)
+
+    def evaluate(m):
+        return evaluate_unlearning(m, data, seed=setting.seed, random_model=random_model)
 
     def on_mid(m, seconds):
-        mid.update(metrics=evaluate_unlearning(m, data, seed=setting.seed), seconds=seconds)
+        mid.update(metrics=evaluate(m), seconds=seconds)
         save_checkpoint(out / "mid.pth", m, **meta, extra={"phase": "over-unlearning"})
 
     t0 = time.perf_counter()
@@ -89,7 +97,7 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
                        time=time.perf_counter() - t0, metrics=None, environment=environment())
         atomic_write_json(out / "results.json", results)
         return results
-    metrics = evaluate_unlearning(model, data, seed=setting.seed)
+    metrics = evaluate(model)
     ref = retrain_seconds(setting)
     results.update(metrics=metrics, time=seconds, retrain_time=ref,
                    time_pct_retrain=100 * seconds / ref if ref else None, environment=environment())
