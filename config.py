@@ -103,9 +103,12 @@ _PAPER_LIST = [
     ("badteacher", 1e-4, 3), ("ssd_tuning", 1, 1), ("Wfisher", 50, None), ("FisherForgetting", None, None),
     ("UNSIR", None, None), ("FT_prune", 0.01, 10), ("SalUn", None, None), ("SCRUB", None, None),
     ("boundary_shrink", None, None),
+    # the 2025 code's ResNet18 / CIFAR-100 settings (run_class_wise.py; its ViT / CIFAR-20 ones: 1e-5, 6 and
+    # 2e-4, 3e-4)
+    ("SFRon", 0.001, 8), ("RUM", 0.01, 3e-4),
 ]
 _OUR = ["finetune", "negative_grad", "amnesiac", "badteacher", "ssd_tuning", "Wfisher", "FisherForgetting",
-        "UNSIR", "FT_prune", "SalUn", "SCRUB", "boundary_shrink"]
+        "UNSIR", "FT_prune", "SalUn", "SCRUB", "boundary_shrink", "SFRon", "RUM"]
 MU_METHOD_LIST = {
     "Cifar20": [("baseline", 0, 0), *_PAPER_LIST, ("OUR", None, None), *[(m + "_our", None, None) for m in _OUR]],
     "Cifar100": [("baseline", 0, 0), *_PAPER_LIST, ("OUR", None, None), *[(m + "_our", None, None) for m in _OUR]],
@@ -130,6 +133,8 @@ MU_METHOD_LIST = {
         ("SalUn", None, None),                                                       # 0.3 / 0.0
         ("SCRUB", 0.01, 5),                                                          # 0.5 / 0.0
         ("boundary_shrink", 5e-5, 15),                                               # 1.3 / 0.0
+        ("SFRon", 0.015, 5),                                                         # 2.9 / 0.0 (s0-s2, p1)
+        ("RUM", 0.01, 0.02),                                                         # 1.6 / 5.5 (s0-s2, p1)
         ("OUR", 0.01, 5),                                                            # 0.8 / 0.0
         ("finetune_our", 0.1, 20, {"weight_decay": 0.005}),                          # 0.5 / 0.0
         ("negative_grad_our", 0.02, 5),                                              # 1.8 / 0.0
@@ -143,6 +148,8 @@ MU_METHOD_LIST = {
         ("SalUn_our", None, None),                                                   # 0.5 / 3.9
         ("SCRUB_our", 0.01, 5),                                                      # 2.4 / 0.0
         ("boundary_shrink_our", 5e-3, 10),                                           # 0.8 / 0.0
+        ("SFRon_our", 0.05, 3),                                                      # 0.5 / 0.0 (s0-s2, p1)
+        ("RUM_our", 0.01, 0.01),                                                     # 1.1 / 0.0 (s0-s2, p1)
     ],
     # FashionMNIST (no augmentation: retain-train 99.65%, retain-test 90.9%; the best-test epoch after the
     # second milestone), checked like Digits on three pretrained models: pretraining seeds 0 and 1 and
@@ -199,9 +206,13 @@ OFF_TARGET = {
                    "model (on the first-of-tied-epochs model: 95.5 / 96.9 at alpha 50, 73.2 / 17.3 at 90, "
                    "68.9 / 4.7 at 100; the paper's estimator --opt estimator=paper alike)",
         "ssd_tuning": "depends on the pretrained model: the ratio of forget to full importance is bimodal, and "
-                      "the alpha that separates the forget weights moves with the model. At (7, 1) d_f / d_t drop "
-                      "is 0 / 0, 0 / 0, 19 / 2, 0 / 26, 0 / 0, 100 / 0 on s0, s1, s2, p1, p2, t2; (3, 1) 0 / 54, "
-                      "0 / 60, 0 / 0, 0 / 14, 0 / 81, 0 / 76; alpha 5, 6 and lambda 0.3-4 tried, none on all six",
+                      "the alpha that separates the forget weights moves with the model. With the authors' "
+                      "class-ordered retain batches, at (7, 1) d_f / d_t drop is 12.6 / 0, 0 / 0, 100 / 0, "
+                      "25.2 / 0.3 on s0, s1, s2, p1; (3, 1) 0 / 0.5, 0 / 17.9, 77.2 / 0, 0 / 13.7; (1, 1) 0 / 21.1, "
+                      "0 / 58.7, 0 / 0, 0 / 14.0 (these four models pretrained on one thread). In dataset order "
+                      "(--opt retain_order=dataset) (7, 1) gave 0 / 0, 0 / 0, 19 / 2, 0 / 26, 0 / 0, 100 / 0 on "
+                      "s0, s1, s2, p1, p2, t2 (other pretrained models of an earlier version); alpha 5, 6 and "
+                      "lambda 0.3-4 tried there, none on all six",
     },
     "FashionMNIST": {
         "ssd_tuning": "depends on the pretrained model (models s0, s1, p1): at (6.3, 1) d_f / d_t drop is 0 / 0, "

@@ -9,7 +9,7 @@ import config
 from unlearn.stages.forget import unlearn_run
 from unlearn.core.errors import UsageError
 from unlearn.methods import get_method, list_methods, pretrain_l1
-from unlearn.evaluation.metrics import entropy_mia
+from unlearn.evaluation.metrics import entropy_mia, js_divergence, zrf_score
 
 METHODS = list_methods()
 
@@ -147,6 +147,36 @@ def test_entropy_mia_known_answers():
     m, n = rng.normal(0.1, 0.05, 1000), rng.normal(1.5, 0.1, 1000)
     assert entropy_mia(m, n, rng.normal(0.1, 0.05, 500)) > 0.95
     assert entropy_mia(m, n, rng.normal(1.5, 0.1, 500)) < 0.05
+
+
+def test_zrf_known_answers():
+    """ZRF = 1 - mean JS divergence: 1 for a model against itself, 1 - ln 2 for disjoint answers."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    model = torch.nn.Linear(5, 4)
+    assert zrf_score(model, model, x) == pytest.approx(1.0, abs=1e-12)
+    twin = torch.nn.Linear(5, 4)
+    twin.load_state_dict(model.state_dict())
+    assert zrf_score(model, twin, x) == pytest.approx(1.0, abs=1e-12)
+    p = torch.eye(4)[[0, 1, 2, 3]]
+    q = torch.eye(4)[[1, 2, 3, 0]]
+    assert js_divergence(p, q).tolist() == pytest.approx([math.log(2)] * 4)  # disjoint support: ln 2
+    half = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    # JS([1,0], [.5,.5]) = 0.5 KL(p||m) + 0.5 KL(q||m) with m = [.75, .25]
+    want = 0.5 * math.log(1 / 0.75) + 0.5 * (0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25))
+    assert float(js_divergence(p[:1], half)) == pytest.approx(want)
+    # a confident model against a random one: far below 1, and above the floor
+    confident = torch.nn.Linear(5, 4)
+    with torch.no_grad():
+        confident.weight.mul_(100)
+    score = zrf_score(confident, torch.nn.Linear(5, 4), x)
+    assert 1 - math.log(2) <= score < 0.8
+
+
+def test_zrf_in_forget_results(digits, pretrained):
+    """The forget stage records ZRF in results.json, inside its range [1 - ln 2, 1]."""
+    base = unlearn_run(digits, method="baseline", device="cpu", progress=False)["metrics"]["zrf"]
+    assert 1 - math.log(2) <= base < 1
 
 
 def test_diverging_ascent_is_reported_not_nan(digits, pretrained):
@@ -365,7 +395,8 @@ def test_fisher_noise_scale_known_answer():
     assert torch.allclose(var, torch.tensor([2.5, 1000.0]), rtol=1e-5)  # 1-d parameters: 10x
 
 
-def test_salun_leaves_unmasked_weights_untouched(digits, pretrained, tmp_path):
+@pytest.mark.parametrize("method,options", [("SalUn", {}), ("SalUn", {"variant": "paper2025"}), ("SFRon", {})])
+def test_masked_methods_leave_unmasked_weights_untouched(digits, pretrained, tmp_path, method, options):
     from unlearn.methods import Context
     from unlearn.methods.salun import compute_mask
 
@@ -375,10 +406,153 @@ def test_salun_leaves_unmasked_weights_untouched(digits, pretrained, tmp_path):
     torch.save(mask, tmp_path / "mask.pt")
     pre = {k: v.clone() for k, v in model.state_dict().items()}
     ctx = Context(model=model, data=data, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
-                  progress=False, options={"mask_path": str(tmp_path / "mask.pt")})
-    post = get_method("SalUn")[0].fn(ctx, 0.05, 2).state_dict()
+                  progress=False, options={"mask_path": str(tmp_path / "mask.pt"), **options})
+    post = get_method(method)[0].fn(ctx, 0.05 if method != "SalUn" or not options else 1e-3, 2).state_dict()
     moved = 0
     for n in trainable(digits):
         assert torch.equal(pre[n][~mask[n]], post[n][~mask[n]]), f"{n}: an unmasked weight moved"
         moved += int((pre[n][mask[n]] != post[n][mask[n]]).sum())
     assert moved > 0.5 * sum(int(m.sum()) for m in mask.values())
+
+
+def _tiny_context(n_forget=2, n_retain=6, batch_size=2, options=None):
+    """A Context over a linear model on 4-feature points (3 classes; class 2 forgotten)."""
+    from types import SimpleNamespace
+
+    from datasets.splits import TensorSet
+    from unlearn.methods import Context
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n_forget + n_retain, 4, generator=g)
+    y = torch.cat([torch.full((n_forget,), 2), torch.arange(n_retain) % 2])
+    forget = TensorSet(x, y, torch.arange(n_forget), "forget")
+    retain = TensorSet(x, y, torch.arange(n_forget, n_forget + n_retain), "retain")
+    data = SimpleNamespace(forget_train=forget, retain_train=retain, split=SimpleNamespace(num_in=3, forget_index=2))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    return Context(model=model, data=data, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5),
+                   batch_size=batch_size, progress=False, options=dict(options or {}))
+
+
+def test_sfron_masked_step_known_answer():
+    """SFRon (the 2025 code): an ascent step on the next forget batch before retain steps 0, f, 2f, ...;
+    plain SGD; every gradient times the mask. Replayed by hand, step by step."""
+    import torch.nn.functional as F
+
+    ctx = _tiny_context(options={"forget_freq": 2})
+    mask = {"weight": (torch.arange(12).view(3, 4) % 3 != 0), "bias": torch.tensor([True, False, True])}
+    w0 = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+    lr, epochs = 0.1, 2
+    import unlearn.methods.sfron as sfron_mod
+
+    orig = sfron_mod.saliency_mask
+    sfron_mod.saliency_mask = lambda c, forget=None: mask
+    try:
+        get_method("SFRon")[0].fn(ctx, lr, epochs)
+    finally:
+        sfron_mod.saliency_mask = orig
+    # the same sequence by hand: retain order from the same generator, forget batches cycled in order
+    g = torch.Generator().manual_seed(5)
+    w = {k: v.clone() for k, v in w0.items()}
+    forget_batches = [(ctx.forget.x[i : i + 2], ctx.forget.y[i : i + 2]) for i in range(0, len(ctx.forget), 2)]
+    fi, kinds = 0, []
+    for _ in range(epochs):
+        perm = torch.randperm(len(ctx.retain), generator=g)
+        xs, ys = ctx.retain.x[perm], ctx.retain.y[perm]
+        for s in range(3):
+            steps = []
+            if s % 2 == 0:
+                steps.append((-1.0, *forget_batches[fi % len(forget_batches)]))
+                fi += 1
+            steps.append((1.0, xs[2 * s : 2 * s + 2], ys[2 * s : 2 * s + 2]))
+            for sign, xb, yb in steps:
+                kinds.append("F" if sign < 0 else "R")
+                wt = w["weight"].clone().requires_grad_(True)
+                bt = w["bias"].clone().requires_grad_(True)
+                loss = sign * F.cross_entropy(xb @ wt.T + bt, yb)
+                gw, gb = torch.autograd.grad(loss, (wt, bt))
+                w["weight"] = w["weight"] - lr * gw * mask["weight"]
+                w["bias"] = w["bias"] - lr * gb * mask["bias"]
+    assert kinds == list("FRRFR") * 2
+    for k in w:
+        assert torch.allclose(ctx.model.state_dict()[k], w[k], atol=1e-6), k
+    assert torch.equal(ctx.model.weight[~mask["weight"]], w0["weight"][~mask["weight"]])
+
+
+def test_rum_splits_by_proxy_and_unlearns_the_high_third(monkeypatch):
+    """Thirds by ascending proxy (the remainder to the high third); the SalUn step gets the high third
+    (the 2025 code's bug passes the middle one), the fine-tuning step runs on the retain set."""
+    import unlearn.methods.rum as rum_mod
+
+    low, mid, high = rum_mod.split_by_proxy(np.array([5.0, 1.0, 3.0, 9.0, 2.0, 7.0, 4.0]))
+    assert low.tolist() == [1, 4] and mid.tolist() == [2, 6] and high.tolist() == [0, 5, 3]
+    ctx = _tiny_context(n_forget=7)
+    proxy = np.array([5.0, 1.0, 3.0, 9.0, 2.0, 7.0, 4.0])
+    seen = {}
+    monkeypatch.setattr(rum_mod, "memorisation_proxy", lambda c: proxy)
+    monkeypatch.setattr(rum_mod, "saliency_mask", lambda c: {n: torch.ones_like(p, dtype=torch.bool)
+                                                             for n, p in c.model.named_parameters()})
+    monkeypatch.setattr(rum_mod, "train_ce", lambda c, ts, **kw: seen.setdefault("finetune", (ts.name, kw)))
+    monkeypatch.setattr(rum_mod, "paper2025_step",
+                        lambda c, *, forget, retain, lr, epochs, mask, desc: seen.update(salun=(forget, retain, lr,
+                                                                                                 epochs)))
+    get_method("RUM")[0].fn(ctx, 0.01, 3e-4)
+    forget, retain, lr, epochs = seen["salun"]
+    assert sorted(forget.idx.tolist()) == [0, 3, 5] and len(retain) == len(ctx.retain)
+    assert (lr, epochs) == (3e-4, 3) and seen["finetune"][0] == "retain" and seen["finetune"][1]["epochs"] == 5
+    ctx.over, seen = True, {}
+    get_method("RUM")[0].fn(ctx, 0.01, 3e-4)
+    forget, retain, _, _ = seen["salun"]
+    assert sorted(forget.idx.tolist()) == [0, 2, 3, 5, 6] and len(retain) == 0 and "finetune" not in seen
+
+
+def test_input_curvature_known_answer():
+    """E_v ||H v||^2 = ||H||_F^2 for Rademacher v: the finite-difference proxy over h^2 matches the exact
+    input Hessian of the loss on a small softmax model; a constant model has curvature 0."""
+    from unlearn.methods.rum import input_curvature
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4)).double()
+    x, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    h = 1e-4
+    got = input_curvature(model, x, y, h=h, n=4000) / h**2
+    for i in range(len(x)):
+        hess = torch.autograd.functional.hessian(
+            lambda xi: torch.nn.functional.cross_entropy(model(xi[None]), y[i : i + 1]), x[i])
+        assert got[i] == pytest.approx(float((hess**2).sum()), rel=0.1)
+    flat = torch.nn.Linear(3, 4).double()
+    with torch.no_grad():
+        flat.weight.zero_()
+    assert np.all(input_curvature(flat, x, y, h=h, n=3) == 0)
+
+
+def test_rum_proxy_is_cached_and_keyed_by_the_checkpoint(digits, pretrained, tmp_path, monkeypatch):
+    import shutil
+
+    import unlearn.methods.rum as rum_mod
+    from unlearn.methods import Context, spec_options
+
+    model, _ = digits.load_model(digits.pretrain_dir() / "best.pth", "cpu")
+    data = digits.load_data("cpu")
+    ck = tmp_path / "best.pth"
+    shutil.copy(digits.pretrain_dir() / "best.pth", ck)
+    calls = []
+    real = rum_mod.input_curvature
+    monkeypatch.setattr(rum_mod, "input_curvature", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def ctx():
+        c = Context(model=model, data=data, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
+                    progress=False, new_model=digits.new_model, checkpoints=(ck,), cache_dir=tmp_path / "cache",
+                    options={"curvature_n": 2})
+        c.declared = spec_options(get_method("RUM")[0], False)
+        return c
+
+    first = rum_mod.memorisation_proxy(ctx())
+    assert len(first) == len(data.forget_train) and np.all(np.isfinite(first)) and len(calls) == 1
+    assert np.array_equal(rum_mod.memorisation_proxy(ctx()), first) and len(calls) == 1  # from the cache
+    obj = torch.load(ck, weights_only=True)
+    name = next(iter(obj["state_dict"]))
+    obj["state_dict"][name] = obj["state_dict"][name] + 1e-3  # another model: recomputed
+    torch.save(obj, ck)
+    rum_mod.memorisation_proxy(ctx())
+    assert len(calls) == 2

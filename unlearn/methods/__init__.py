@@ -169,7 +169,7 @@ class MethodSpec:
 
 _REGISTRY: dict[str, MethodSpec] = {}
 _MODULES = ["baseline", "retrain", "finetune", "negative_grad", "amnesiac", "badteacher", "ssd_tuning", "wfisher",
-            "fisher_forgetting", "unsir", "ft_prune", "salun", "scrub", "boundary_shrink", "our2025"]
+            "fisher_forgetting", "unsir", "ft_prune", "salun", "scrub", "boundary_shrink", "sfron", "rum", "our2025"]
 
 
 def register_method(name: str, *, para1: str, para2: str, defaults: tuple, approximate: bool = True,

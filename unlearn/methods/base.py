@@ -9,6 +9,7 @@ and how its Over-Unlearning phase differs (see :mod:`unlearn.methods.our2024`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -39,6 +40,8 @@ class Context:
     options: dict = field(default_factory=dict)  # method-specific extras (alpha, mask_path, ...)
     new_model: Callable[[], nn.Module] | None = None  # a freshly initialised model of the same architecture
     declared: dict | None = None  # name -> Option the running method declared (set by the registry)
+    checkpoints: tuple[Path, ...] = ()  # the model it started from and, beside a best.pth, its last.pth (RUM)
+    cache_dir: Path | None = None  # where a method may cache what depends only on its inputs (RUM's proxy)
 
     @property
     def retain(self) -> TensorSet:

@@ -9,7 +9,12 @@ mini-batches of the *squared batch-mean gradient* of the cross-entropy (not
 per-sample squared gradients): one backward pass per batch, batch size
 ``--opt batch_size=`` (default the run's batch size, 64). The authors' full-set
 loader is an unshuffled ``ConcatDataset(retain, forget)``: its batches are retain
-batches followed by pure forget batches. So is ours: ``imp_full`` is the
+batches followed by pure forget batches. And their retain set is ordered by class
+(their split builder concatenates the classes), so its batches too are nearly
+single-class. So are ours (``--opt retain_order=class``, the default: the retain
+set sorted by label, stably; ``dataset`` keeps the dataset's mixed order, as
+versions before this one did: on Digits at (3, 1) d_t 86.6 there against 97.4 with
+the authors' order, measured with their code). ``imp_full`` is the
 batch-count-weighted mean of the retain-batch and forget-batch importances (the
 forget batches are not recomputed). This matters: in batches mixing classes the
 forget gradients largely cancel, and ``imp_forget / imp_full`` then reaches 5 to
@@ -40,7 +45,7 @@ deviation in the dampening.
 import torch
 import torch.nn.functional as F
 
-from . import param, register_method
+from . import option, param, register_method
 from ..core.engine import record_work
 
 
@@ -67,6 +72,9 @@ def dampening_factor(imp_forget: torch.Tensor, imp_full: torch.Tensor, alpha: fl
 
 @register_method("ssd_tuning", para1="selection weighting alpha", para2="dampening constant lambda", defaults=(1, 1),
                  over_defaults=(0.005, 0.4), replay_epochs=5,
+                 options=(option("retain_order", str, "class", "order of the retain batches of the full importance: "
+                                 "class (sorted by label, as the authors' split) or dataset", choices=("class",
+                                                                                                       "dataset")),),
                  # run.py --tune: around Digits (3, 1) and FashionMNIST (6.3, 1); _our around (0.005, 0.4) of both
                  space=(param("para1", 0.1, 50, log=True), param("para2", 0.1, 5, log=True)),
                  over_space=(param("para1", 1e-3, 1, log=True), param("para2", 0.05, 2, log=True),
@@ -82,7 +90,10 @@ def ssd_tuning(ctx, para1, para2):
     was = model.training
     model.eval()
     sum_forget, b_f = batch_importances(model, ctx.forget, bs)
-    sum_retain, b_r = batch_importances(model, ctx.retain, bs)
+    retain = ctx.retain
+    if ctx.opt("retain_order") == "class":
+        retain = retain.subset(torch.argsort(retain.y, stable=True).to(retain.idx.device))
+    sum_retain, b_r = batch_importances(model, retain, bs)
     imp_forget = {n: v / max(b_f, 1) for n, v in sum_forget.items()}
     imp_full = {n: (sum_retain[n] + v) / max(b_r + b_f, 1) for n, v in sum_forget.items()}
     with torch.no_grad():

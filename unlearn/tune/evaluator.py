@@ -60,7 +60,8 @@ class Evaluator:
         model.load_state_dict(state)
         model.to(self.device)
         ctx = method_context(self.setting, model=model, data=self.data, device=self.device, generator=gen,
-                             options=options, progress=False)
+                             options=options, progress=False,
+                             start=start_checkpoint(self.setting, method, self.weight_path))
         model, seconds, _ = run_method(spec, our, ctx, p1, p2, replay=replay, on_mid=on_mid)
         if not _finite(model):
             raise Diverged(-1, float("nan"))
