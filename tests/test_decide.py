@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import config
+
 from unlearn.evaluation.rea import decide as D
 from unlearn.evaluation.rea.calibration import (decide_arrays, permutation_p_arrays, rate_table, simulate_labels,
                                                  simulate_rates)
@@ -295,3 +297,22 @@ def test_index_guard_per_run_and_over_replicates_agree():
     for anchor in (0.1, MU - 1.5 * S, MU + 1.5 * S, MU + 10 * S):
         shown = D.display_index(_models([0.5]), refs, _models([anchor])).defined
         assert index_defined(index_band(ref_means, anchor)) == shown
+
+
+def test_smallest_p_is_reached_by_the_most_extreme_split():
+    assert D.smallest_p(3, 20) == pytest.approx(2 / 1771)
+    assert D.permutation_p([30.0, 31.0, 32.0], np.arange(20.0)) == pytest.approx(2 / 1771)
+    assert D.smallest_p(3, 8) == pytest.approx(2 / 165)
+    assert D.smallest_p(10, 20) == pytest.approx(2 / (D.PERMUTATIONS + 1))  # C(30, 10) > 9999: sampled
+
+
+@pytest.mark.parametrize("dataset", sorted(config.REPLICATES))
+def test_default_reference_population_can_decide(dataset):
+    """With the default K replicates and R references, the most extreme split still beats Holm over the
+    table's family (every row of the method list but baseline); otherwise every verdict would be
+    undetermined by construction."""
+    k, r = config.REPLICATES[dataset], config.ATTACK[dataset]["retrain_refs"]
+    family = len([e for e in config.MU_METHOD_LIST[dataset] if e[0] != "baseline"])
+    if k < 2:
+        pytest.skip(f"{dataset}: K = {k}, the one-model prediction test decides (no permutation test)")
+    assert family * D.smallest_p(k, r) < config.REA_ALPHA, (dataset, k, r, family)

@@ -206,6 +206,15 @@ def permutation_p(method_means, ref_means) -> float:
     return float(res.pvalue)
 
 
+def smallest_p(k: int, r: int) -> float:
+    """The smallest two-sided p-value :func:`permutation_p` can give for K method and R reference models:
+    2 / C(K + R, K) when it enumerates every split (the observed one, alone in its tail), else
+    2 / (:data:`PERMUTATIONS` + 1). A table whose Holm family holds m rows can call a difference only if
+    ``m * smallest_p(K, R) < alpha``."""
+    splits = math.comb(int(k) + int(r), int(k))
+    return min(1.0, 2.0 / (splits if splits <= PERMUTATIONS else PERMUTATIONS + 1))
+
+
 def decide_means(method_means, ref_means, *, margin: float, alpha: float = 0.05,
                  p_adjusted: float | None = None) -> Decision:
     """The decision from model statistics: ``method_means`` (K,), ``ref_means`` (R,).
