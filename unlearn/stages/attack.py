@@ -241,7 +241,10 @@ def parser(dataset_default: str):
     p.add_argument("--refs-only", "--refs_only", dest="refs_only", action="store_true",
                    help="only compute (or verify) the cached reference and anchor curves; -method is ignored")
     p.add_argument("--curve_batch", type=nonneg_int, default=None,
-                   help="curves relearned together as one vectorised model (default: 32 on a GPU, 1 on a CPU)")
+                   help="curves relearned together as one vectorised model (default: 32 on a GPU, else "
+                        "--cpu_curve_batch)")
+    p.add_argument("--cpu_curve_batch", type=positive_int, default=None,
+                   help="curves relearned together on a CPU (default: config.ATTACK, 1 unless set there)")
     return p
 
 

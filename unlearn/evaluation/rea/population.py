@@ -38,7 +38,8 @@ class AttackConfig:
     trials: int = 20
     steps: int = 75
     threshold: float = 0.9
-    curve_batch: int = 0  # curves relearned together (relearn_curves); 0: 32 on a GPU, 1 on a CPU
+    curve_batch: int = 0  # curves relearned together (relearn_curves); 0: 32 on a GPU, cpu_curve_batch on a CPU
+    cpu_curve_batch: int = 1  # on a CPU batching pays only for tiny inputs (config.ATTACK: Digits)
     retrain_refs: int = 3  # reference models: retrain runs with seeds REFERENCE_SEED_BASE + 0..R-1
 
     def validate(self, setting: Setting):
@@ -77,7 +78,7 @@ class Relearner:
         ood = concat(*[data.ood_class_set(c) for c in setting.ood_classes[: cfg.num_ood_dataset]])
         self.sets["ood"] = candidate_sets(ood, self.n, cfg.trials, label, g)
         self.plan_seed = {"member": 10_000 * setting.seed, "ood": 10_000 * setting.seed + 5_000}
-        self.batch = cfg.curve_batch if cfg.curve_batch > 0 else (32 if device.type == "cuda" else 1)
+        self.batch = cfg.curve_batch if cfg.curve_batch > 0 else (32 if device.type == "cuda" else cfg.cpu_curve_batch)
         self.digest = self._digest()
 
     def _digest(self) -> str:
