@@ -225,3 +225,36 @@ def test_a_best_setting_equal_to_the_default_leaves_the_command_alone(tmp_path):
         (folder / "best.json").write_text(json.dumps({**best, "entry": other}))
         (got, note), = tuned_entries(s, [entry])
         assert got == (*expected[:3], {**expected[3], "tuned_from": f"tune/x#{method}-1"}) and note.startswith("tuned")
+
+
+# ---------------------------------------------------------------- (e) scored over replicates
+
+
+def test_worst_replicate_scores_a_setting():
+    from unlearn.tune.evaluator import worst
+
+    per = {0: {"d_f": 2.0, "d_t": 99.0, "forget_test": 0.0}, 3: {"d_f": 12.0, "d_t": 97.0, "forget_test": 1.0}}
+    w = worst(per, {0: 100.0, 3: 97.5})
+    assert (w["d_f"], w["d_t"], w["forget_test"]) == (12.0, 97.0, 1.0)
+    assert w["d_t_drop"] == 1.0  # replicate 0 drops 1.0 below its own baseline, replicate 3 only 0.5
+    assert w["replicates"] == {"0": per[0], "3": per[3]}
+
+
+@pytest.mark.numerical
+def test_tuning_runs_every_trial_on_every_replicate(tmp_path):
+    from unlearn.tune.tasks import objective_value
+
+    s = setting(tmp_path)
+    entries = [("baseline", 0, 0), ("retrain", None, None), ("finetune", 0.05, 2)]
+    space = {"finetune": (param("para1", 0.01, 0.1, log=True), param("para2", 1, 3, kind=int))}
+    assert tune(s, entries, seeds=[0], trials=2, jobs=1, threads=1, spaces=space, extra_pretrain=["--epochs", "8"],
+                progress=False, replicates=(0, 1)) == 0
+    best = json.loads((study_folder(s, "finetune") / "best.json").read_text())
+    assert best["replicates"] == [0, 1] and len(best["inputs"]) == 2
+    assert best["inputs"][0]["sha256"] != best["inputs"][1]["sha256"]  # two pretrained models
+    per = best["metrics"]["replicates"]
+    assert sorted(per) == ["0", "1"]
+    assert best["value"] == pytest.approx(max(objective_value(m, best["reference"], best["dt_weight"])
+                                              for m in per.values()))
+    assert best["metrics"]["d_f"] == max(m["d_f"] for m in per.values())
+    assert best["metrics"]["d_t"] == min(m["d_t"] for m in per.values())

@@ -150,7 +150,7 @@ def main(argv, defaults: dict) -> int:
         return tune(base, methods, seeds=args.seeds, trials=args.tune_trials, sampler_seed=args.tune_seed,
                     dt_weight=args.tune_dt_weight, jobs=args.jobs or 1, threads=args.tune_threads,
                     weight_path=args.weight_path, extra_pretrain=extra, dry_run=args.dry_run, progress=args.progress,
-                    cluster=cluster)
+                    cluster=cluster, replicates=replicate_seeds(args, base.dataset))
     stages = stages_for(args.python_file, args.stages, base.dataset)
     replicates = replicate_seeds(args, base.dataset)
     methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)

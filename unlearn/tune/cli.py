@@ -57,6 +57,9 @@ def parser():
     p.add_argument("--pretrain-epochs", type=positive_int, default=None,
                    help="pretraining epochs when the model is missing (as run.py's)")
     p.add_argument("--dry-run", action="store_true", help="print what would run and stop")
+    p.add_argument("--replicates", type=positive_int, default=None,
+                   help="pretrained models (pretraining seeds 0..K-1) every trial runs on, scored by the worst "
+                        "(default: config.REPLICATES; 1 with -weight_path)")
     add_tune_args(p)
     add_slurm_args(p)
     return p
@@ -77,7 +80,11 @@ def main(argv=None) -> int:
     if args.executor != "local":
         cluster = cluster_options(args, setting)
     extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
-    return tune(setting, [entry_for("retrain", listed), entry], seeds=[setting.seed], trials=args.tune_trials, sampler_seed=args.tune_seed,
+    k = 1 if args.weight_path else (args.replicates or config.REPLICATES.get(setting.dataset, 1))
+    if args.weight_path and (args.replicates or 1) > 1:
+        raise UsageError("a given checkpoint (-weight_path) is one replicate; drop it or drop --replicates")
+    return tune(setting, [entry_for("retrain", listed), entry], seeds=[setting.seed], trials=args.tune_trials,
+                sampler_seed=args.tune_seed, replicates=tuple(range(k)),
                 dt_weight=args.tune_dt_weight, jobs=args.jobs, threads=args.tune_threads or args.threads,
                 weight_path=args.weight_path, device=args.device, spaces=spaces, extra_pretrain=extra,
                 dry_run=args.dry_run, progress=args.progress, cluster=cluster, write_table=False)

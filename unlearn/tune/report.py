@@ -59,7 +59,7 @@ def finish(task: Task, *, wall_seconds: float | None = None, plots: bool = True)
     out = {
         "method": task.method, **task.setting, "study": task.study, "storage": task.ref.split("#")[0],
         "study_ref": task.ref, "objective": OBJECTIVE, "dt_weight": task.dt_weight,
-        "reference": task.reference, "baseline_d_t": task.baseline_d_t,
+        "reference": task.reference, "baseline_d_t": task.baseline_d_t, "replicates": task.replicates,
         "target": {"d_f_max": TARGET_DF, "d_t_min": d_t_min},
         "space": [p.describe() for p in task.params()],
         "default_entry": task.entry, "default": None, "entry": None, "params": None, "metrics": None,
@@ -75,7 +75,8 @@ def finish(task: Task, *, wall_seconds: float | None = None, plots: bool = True)
         m = best["metrics"]
         out.update(entry=best["entry"], params=study.trials[best["number"]].params, metrics=m, value=best["value"],
                    best_is_default=best["default"], trial=best["number"],
-                   meets_target=m["d_f"] <= TARGET_DF and m["d_t"] >= d_t_min)
+                   meets_target=m["d_f"] <= TARGET_DF and m.get("d_t_drop", task.baseline_d_t - m["d_t"])
+                   <= TARGET_DT_DROP)
     if not out["meets_target"]:
         out["reason"] = why_missed(rows, d_t_min=d_t_min)
         errors = [t.user_attrs["error"] for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]

@@ -11,8 +11,14 @@ counts double, so utility is not traded for forgetting. The retrain metrics come
 finished ``retrain`` run of that setting and seed (trained first, through the job graph, when
 there is none); the baseline's d_t from the pretrained model.
 
+**Replicates**: every trial runs on each replicate's pretrained model (``run.py --replicates``,
+default ``config.REPLICATES``: pretraining seeds 0..K-1) and is scored by the worst of them
+(:mod:`unlearn.tune.evaluator`): the largest objective, and the target met only when every replicate
+meets it against its own baseline. A setting tuned on one model is a setting for that model; one that
+holds on three is likelier to hold on the model another CPU makes.
+
 **Trials** run in memory in a worker process that loads the data and the pretrained weights once
-(a Digits trial costs about a second); they write no run folder, so the grid's tree and its
+(a Digits trial costs about a second per replicate); they write no run folder, so the grid's tree and its
 summary never see them. Each trial starts from the same seed as a forget run of that setting
 (:func:`unlearn.stages.forget.unlearn_run`). The ``config.py`` setting is enqueued as the first trial,
 so the best setting is never worse than the default. A trial is **pruned** (Optuna's
@@ -55,21 +61,29 @@ from .tasks import NOT_TUNED, plan_tasks, reference_metrics
 from .worker import WorkerSpec, main as worker_main, run_worker, run_workers_local, run_workers_submitit
 
 
-def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_pretrain=()) -> list:
-    """Pretraining (dense and L1-sparse, as the methods need) and the retrain run of each seed: the
-    grid's own commands (``unlearn.pipeline.runner.build_jobs``), so the grid reuses them."""
+def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_pretrain=(), replicates=(0,)) -> list:
+    """Pretraining of every replicate (dense and L1-sparse, as the methods need) and the retrain run of each
+    seed on the first replicate (retraining does not start from a pretrained model): the grid's own
+    commands (``unlearn.pipeline.runner.build_jobs``), so the grid reuses them."""
     tuned = [normalise_entry(e) for e in entries if e[0] not in NOT_TUNED]
     jobs = build_jobs(base, methods=[entry_for("retrain", entries), *tuned], seeds=list(seeds),
                       stages=["pretrain", "forget"], attack={}, extra_pretrain=list(extra_pretrain),
-                      weight_path=weight_path, method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=0)
-    return [j for j in jobs if j.name.startswith("pretrain") or j.name.startswith("forget:retrain-")]
+                      weight_path=weight_path, method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=0,
+                      replicates=tuple(replicates))
+    first = replace(base, pretrain_seed=replicates[0]).replicate_tag
+    return [j for j in jobs if j.name.startswith("pretrain")
+            or (j.name.startswith("forget:retrain-") and j.group.endswith(first) and
+                (first or "-pre" not in j.group))]
 
 
 def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, dt_weight: float = 2.0,
          jobs: int = 1, threads: int | None = None, weight_path=None, device="auto", spaces=None,
          extra_pretrain=(), dry_run: bool = False, progress: bool = True, cluster=None,
-         write_table: bool = True) -> int:
+         write_table: bool = True, replicates=(0,)) -> int:
     """Tune every tunable entry for each seed; print and write the table. Returns the exit code.
+
+    ``replicates``: the pretraining seeds every trial runs on; a setting is scored by its worst
+    replicate (:mod:`unlearn.tune.evaluator`), so what it recommends holds on models nobody tuned on.
 
     ``cluster``: :class:`unlearn.pipeline.slurm.ClusterOptions` to run the prerequisites and the workers
     through submitit (SLURM or its local executor); else they run here (``jobs`` workers).
@@ -77,10 +91,12 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
     """
     entries = [normalise_entry(e) for e in entries]
     tunable, skipped = tunable_entries(entries, spaces)
-    pre = prerequisite_jobs(base, entries, seeds=seeds, weight_path=weight_path, extra_pretrain=extra_pretrain)
+    replicates = tuple(replicates)
+    pre = prerequisite_jobs(base, entries, seeds=seeds, weight_path=weight_path, extra_pretrain=extra_pretrain,
+                            replicates=replicates)
     if dry_run:
         _print_plan(base, tunable, skipped, pre, seeds=seeds, trials=trials, jobs=jobs, weight_path=weight_path,
-                    cluster=cluster, progress=progress)
+                    cluster=cluster, progress=progress, replicates=replicates)
         return 0
     status = _run_prerequisites(pre, cluster, progress=progress)
     failed = {k: v for k, v in status.items() if v[0] != 0}
@@ -91,9 +107,10 @@ def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, d
             print(f"  {k}: {tail}", file=sys.stderr)
         return 1
     for seed in seeds:
-        _tune_seed(replace(base, seed=seed), tunable, skipped, trials=trials, sampler_seed=sampler_seed,
-                   dt_weight=dt_weight, jobs=jobs, threads=threads, weight_path=weight_path, device=device,
-                   spaces=spaces, progress=progress, cluster=cluster, write_table=write_table)
+        _tune_seed(replace(base, seed=seed, pretrain_seed=replicates[0]), tunable, skipped, trials=trials,
+                   sampler_seed=sampler_seed, dt_weight=dt_weight, jobs=jobs, threads=threads, weight_path=weight_path,
+                   device=device, spaces=spaces, progress=progress, cluster=cluster, write_table=write_table,
+                   replicates=replicates)
     return 0
 
 
@@ -111,9 +128,12 @@ def tunable_entries(entries, spaces=None) -> tuple[list, list[str]]:
     return tunable, skipped
 
 
-def _print_plan(base: Setting, tunable, skipped, pre, *, seeds, trials, jobs, weight_path, cluster, progress):
+def _print_plan(base: Setting, tunable, skipped, pre, *, seeds, trials, jobs, weight_path, cluster, progress,
+                replicates=(0,)):
     """``--dry-run``: the prerequisites' commands, the workers' sbatch options and each study's folder."""
     print(f"# tuning {len(tunable)} method(s) x {len(seeds)} seed(s), {trials} trials each, {jobs} worker(s)"
+          f", each trial on {len(replicates)} replicate(s) (pretraining seeds {', '.join(map(str, replicates))}; "
+          "scored by the worst)"
           + (f" through submitit ({cluster.cluster})" if cluster else ""))
     if skipped:
         print(f"# no search space (not tuned): {', '.join(skipped)}")
@@ -130,24 +150,26 @@ def _print_plan(base: Setting, tunable, skipped, pre, *, seeds, trials, jobs, we
 
 
 def _tune_seed(s: Setting, tunable, skipped, *, trials, sampler_seed, dt_weight, jobs, threads, weight_path, device,
-               spaces, progress, cluster, write_table):
+               spaces, progress, cluster, write_table, replicates=(0,)):
     """One seed: plan its studies, run the workers (submitit, ``jobs`` processes or here), write and print the
     table."""
     t0 = time.perf_counter()
-    evaluator = Evaluator(s, weight_path=weight_path, device=device)
+    evaluator = Evaluator(s, weight_path=weight_path, device=device, replicates=replicates)
     reference = reference_metrics(s)
     if reference is None:
         raise UsageError(f"no finished retrain run of seed {s.seed} for this class split under {s.log_root}; "
                          "rerun without --dry-run")
     baseline = evaluator.baseline()
     tasks = plan_tasks(s, tunable, budget=trials, sampler_seed=sampler_seed, dt_weight=dt_weight,
-                       baseline=baseline, reference=reference, weight_path=weight_path, spaces=spaces)
+                       baseline=baseline, reference=reference, weight_path=weight_path, spaces=spaces,
+                       replicates=replicates)
     for task in tasks:
         ensure_default(open_study(task), task)
     n_threads = threads or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     where = {"log_root": str(Path(s.log_root).resolve()), "data_root": str(Path(s.data_root).resolve())}
     spec = WorkerSpec(setting={**s.as_dict(), **where}, tasks=tuple(tasks), device=device, threads=n_threads,
-                      weight_path=str(Path(weight_path).resolve()) if weight_path else None, progress=progress)
+                      weight_path=str(Path(weight_path).resolve()) if weight_path else None, progress=progress,
+                      replicates=replicates)
     if cluster is not None:
         run_workers_submitit(spec, jobs, cluster)
     elif jobs > 1:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 from ..core.errors import UsageError
 from ..methods import Param, check_space, get_method, pretrain_l1, search_space
@@ -42,6 +42,7 @@ class Task:
     default_params: dict  # the entry's values of the dimensions
     inputs: list  # fingerprint of the starting checkpoint
     setting: dict  # dataset, net, forget class, OOD classes, seed (for best.json)
+    replicates: list = field(default_factory=lambda: [0])  # pretraining seeds every trial runs on
 
     def params(self) -> tuple[Param, ...]:
         return tuple(Param(**{**p, "choices": tuple(p["choices"])}) for p in self.space)
@@ -63,8 +64,8 @@ def reference_metrics(setting: Setting) -> dict | None:
 
 
 def plan_tasks(setting: Setting, entries, *, budget: int, sampler_seed: int, dt_weight: float, baseline: dict,
-               reference: dict, weight_path=None, spaces: dict | None = None) -> list[Task]:
-    """One task (a study to run) per tunable entry."""
+               reference: dict, weight_path=None, spaces: dict | None = None, replicates=(0,)) -> list[Task]:
+    """One task (a study to run) per tunable entry, its trials run on every replicate (pretraining seed)."""
     tasks = []
     for entry in entries:
         entry = normalise_entry(entry)
@@ -74,14 +75,18 @@ def plan_tasks(setting: Setting, entries, *, budget: int, sampler_seed: int, dt_
             continue
         spec, our = get_method(method)
         check_space(spec, space, our=our)
-        ckpt = start_checkpoint(setting, method, weight_path)
-        inputs = [fingerprint(ckpt)] if ckpt.is_file() else []
-        if not inputs:
-            l1 = pretrain_l1(method, setting.dataset)
-            raise UsageError(f"checkpoint {ckpt} not found; run: {setting.pretrain_command(l1)}")
+        inputs = []
+        for p in replicates:
+            rep = replace(setting, pretrain_seed=p)
+            ckpt = start_checkpoint(rep, method, weight_path)
+            if not ckpt.is_file():
+                l1 = pretrain_l1(method, setting.dataset)
+                raise UsageError(f"checkpoint {ckpt} not found; run: {rep.pretrain_command(l1)}")
+            inputs.append(fingerprint(ckpt))
         folder = study_folder(setting, method, weight_path)
         key = {"entry": [method, entry[1], entry[2], entry[3]], "space": [asdict(p) for p in space],
                "checkpoint": inputs[0]["sha256"], "objective": [OBJECTIVE, dt_weight],
+               **({"replicates": [[p, i["sha256"]] for p, i in zip(replicates, inputs)]} if len(inputs) > 1 else {}),
                "reference": [round(reference["d_f"], 2), round(reference["d_t"], 2)], "seed": setting.seed}
         name = f"{method}-{hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
         tasks.append(Task(
@@ -94,5 +99,6 @@ def plan_tasks(setting: Setting, entries, *, budget: int, sampler_seed: int, dt_
             default_params=default_values(entry, space), inputs=inputs,
             setting={"dataset": setting.dataset, "net": setting.net, "forget_class": setting.forget_class,
                      "ood_classes": sorted(setting.ood_classes), "seed": setting.seed},
+            replicates=list(replicates),
         ))
     return tasks

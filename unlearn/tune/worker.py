@@ -31,6 +31,7 @@ class WorkerSpec:
     weight_path: str | None = None  # the starting checkpoint, when not the pretrained model
     progress: bool = True
     worker: int = 0  # the worker's index: part of its sampler's seed
+    replicates: tuple = (0,)  # pretraining seeds every trial runs on
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -38,7 +39,7 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         d = json.loads(text)
-        return cls(**{**d, "tasks": tuple(Task(**t) for t in d["tasks"])})
+        return cls(**{**d, "tasks": tuple(Task(**t) for t in d["tasks"]), "replicates": tuple(d["replicates"])})
 
 
 def run_worker(spec: WorkerSpec, evaluator: Evaluator | None = None) -> dict:
@@ -53,7 +54,8 @@ def run_worker(spec: WorkerSpec, evaluator: Evaluator | None = None) -> dict:
     if spec.threads:
         torch.set_num_threads(int(spec.threads))
     setting = Setting(**spec.setting)
-    evaluator = evaluator or Evaluator(setting, weight_path=spec.weight_path, device=spec.device)
+    evaluator = evaluator or Evaluator(setting, weight_path=spec.weight_path, device=spec.device,
+                                       replicates=spec.replicates)
     ran = {}
     for task in spec.tasks:
         probe = open_study(task)
