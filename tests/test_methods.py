@@ -435,11 +435,12 @@ def _tiny_context(n_forget=2, n_retain=6, batch_size=2, options=None):
 
 
 def test_sfron_masked_step_known_answer():
-    """SFRon (the 2025 code): an ascent step on the next forget batch before retain steps 0, f, 2f, ...;
-    plain SGD; every gradient times the mask. Replayed by hand, step by step."""
+    """SFRon (the 2025 code): an ascent step on the next forget batch before retain steps 0, f, 2f, ...,
+    the forget batches in order from the start of the forget set each epoch; plain SGD; every gradient
+    times the mask. Replayed by hand, step by step."""
     import torch.nn.functional as F
 
-    ctx = _tiny_context(options={"forget_freq": 2})
+    ctx = _tiny_context(n_forget=6, options={"forget_freq": 2})  # 3 forget batches, 2 ascent steps per epoch
     mask = {"weight": (torch.arange(12).view(3, 4) % 3 != 0), "bias": torch.tensor([True, False, True])}
     w0 = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
     lr, epochs = 0.1, 2
@@ -455,8 +456,9 @@ def test_sfron_masked_step_known_answer():
     g = torch.Generator().manual_seed(5)
     w = {k: v.clone() for k, v in w0.items()}
     forget_batches = [(ctx.forget.x[i : i + 2], ctx.forget.y[i : i + 2]) for i in range(0, len(ctx.forget), 2)]
-    fi, kinds = 0, []
+    kinds = []
     for _ in range(epochs):
+        fi = 0  # the 2025 code's iter(forget_train_dl) at every epoch
         perm = torch.randperm(len(ctx.retain), generator=g)
         xs, ys = ctx.retain.x[perm], ctx.retain.y[perm]
         for s in range(3):

@@ -3,7 +3,7 @@ Enhancement"), as the paper's 2025 code runs it (``sfron`` in ``forget_full_clas
 
 Each epoch takes one descent step per retain batch (a shuffled pass over the retain set) and, before
 every ``forget_freq``-th of them (5; steps 0, 5, 10, ...), one gradient-ascent step on the next forget
-batch (the forget set cycled, in order). Every gradient is masked by the SalUn saliency mask (ratio
+batch (the forget set in order, restarted each epoch and whenever used up). Every gradient is masked by the SalUn saliency mask (ratio
 0.5, :func:`unlearn.methods.salun.compute_mask`, or ``--opt mask_path=``). Optimiser: plain SGD (no
 momentum, no weight decay), AdamW (weight decay 1e-4) for ViT, as that code (``--opt optimizer=``).
 para1 = learning rate, para2 = epochs.
@@ -31,21 +31,18 @@ from .salun import masked_gradients, saliency_mask
 
 def sfron_batches(ctx, retain, *, forget_freq: int):
     """``batches(epoch)``: ("forget", x, y) before every ``forget_freq``-th ("retain", x, y) of a shuffled
-    pass over ``retain``; the forget batches cycle through the forget set in order across epochs."""
-    state = {"it": None}
-
-    def next_forget():
-        for _ in range(2):
-            try:
-                return next(state["it"])
-            except (StopIteration, TypeError):
-                state["it"] = iter(ctx.forget.batches(ctx.batch_size))
-        raise RuntimeError("the forget set is empty")
+    pass over ``retain``; the forget batches go through the forget set in order, from its start each
+    epoch and again from its start when used up (the 2025 code's ``iter(forget_train_dl)``)."""
 
     def batches(epoch):
+        forget = iter(())
         for s, (x, y) in enumerate(retain.batches(ctx.batch_size, shuffle=True, generator=ctx.generator)):
             if s % forget_freq == 0:
-                yield ("forget", *next_forget())
+                fb = next(forget, None)
+                if fb is None:
+                    forget = iter(ctx.forget.batches(ctx.batch_size))
+                    fb = next(forget)
+                yield ("forget", *fb)
             yield ("retain", x, y)
 
     return batches
