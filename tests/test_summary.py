@@ -218,7 +218,7 @@ def _expected(s, method, p1, p2, retrain):
     load = lambda stage, m=method, a=p1, b=p2: json.loads((s.stage_dir(stage, m, a, b) / "results.json").read_text())
     f, a, v = load("unlearning"), load("mia_mu_attack"), load("visualization")
     t = v["metrics"]["tsne"]
-    out = {**{k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia")}, "time": f["time"],
+    out = {**{k: f["metrics"][k] for k in ("d_t", "d_f", "d_r", "mia", "zrf")}, "time": f["time"],
            "time_pct": 100 * f["time"] / load("unlearning", *retrain)["time"], "variance": t["intra_class_variance"],
            "silhouette": t["silhouette"], "overlap": t["overlap"]}
     for short, level in (("out", "output"), ("feat", "feature")):
