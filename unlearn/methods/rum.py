@@ -134,7 +134,7 @@ def rum(ctx, para1, para2):
     _, mid, high = split_by_proxy(proxy)
     mask = saliency_mask(ctx)  # on the starting model, before the fine-tuning step (the 2025 code's saved mask)
     positions = torch.as_tensor(np.concatenate([mid, high]) if ctx.over else high, dtype=torch.long)
-    forget = ctx.forget.subset(positions, "forget-high")
+    forget = ctx.forget.subset(positions, "forget-unlearned")
     if ctx.over:
         retain = ctx.retain.subset(ctx.retain.idx[:0])
     else:

@@ -50,8 +50,8 @@ class Evaluator:
     def state(self, method: str, p: int | None = None) -> dict:
         """The state dict ``method`` starts from on replicate ``p`` (default the first), checked against the
         setting (as the forget stage loads it)."""
-        s = self.replicate(self.replicates[0] if p is None else p)
-        path = start_checkpoint(s, method, self.weight_path)
+        p = self.replicates[0] if p is None else p
+        s, path = self.replicate(p), self.checkpoint(method, p)
         if str(path) not in self._states:
             fix = f"run: {s.pretrain_command(pretrain_l1(method, s.dataset))}"
             _, obj = s.load_model(path, "cpu", fix=fix)

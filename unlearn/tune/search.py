@@ -71,9 +71,9 @@ def prerequisite_jobs(base: Setting, entries, *, seeds, weight_path=None, extra_
                       weight_path=weight_path, method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=0,
                       replicates=tuple(replicates))
     first = replace(base, pretrain_seed=replicates[0]).replicate_tag
+    groups = {f"forget:seed{s}{first}" for s in seeds}  # the first replicate's forget runs
     return [j for j in jobs if j.name.startswith("pretrain")
-            or (j.name.startswith("forget:retrain-") and j.group.endswith(first) and
-                (first or "-pre" not in j.group))]
+            or (j.name.startswith("forget:retrain-") and j.group in groups)]
 
 
 def tune(base: Setting, entries, *, seeds, trials: int, sampler_seed: int = 0, dt_weight: float = 2.0,
