@@ -1,14 +1,21 @@
-"""Class-wise splits: dataset + OOD classes + forget class -> index sets.
+"""Class-wise splits: dataset + OOD classes + forget class -> index sets; and the sample-wise split.
 
 The paper trains on the in-distribution classes only, re-indexed 0..K-1, and
 forgets one of them. Every split is a vector of indices into one tensor that
 holds the whole (normalised) train or test set, so nothing is copied into
 Python lists and a split costs only its index vector.
+
+The paper's 2025 sample-wise scenario forgets a random share of the training samples instead
+(:func:`forget_sample_positions`, :meth:`SplitData.with_forget_samples`): the same in-distribution
+classes and OOD classes, the same pretrained models, but the forget set is those samples with their
+own labels, the retain set every other in-distribution training sample, and every in-distribution
+test sample is a retain-test sample (no class is forgotten).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from unlearn.core.errors import UsageError
@@ -121,6 +128,18 @@ class SplitData:
     y_test: torch.Tensor
     y_train_orig: torch.Tensor
     y_test_orig: torch.Tensor
+    forget_samples: torch.Tensor | None = None  # sample-wise: positions in x_train of the forget set, else None
+
+    @property
+    def sample_wise(self) -> bool:
+        return self.forget_samples is not None
+
+    def with_forget_samples(self, percent: float, seed: int) -> "SplitData":
+        """The sample-wise split: ``percent`` % of the in-distribution training samples forgotten
+        (:func:`forget_sample_positions` over them, in dataset order), with their own labels."""
+        pool = self.in_train.idx
+        pick = forget_sample_positions(len(pool), percent, seed)
+        return replace(self, forget_samples=pool[torch.as_tensor(pick, dtype=torch.long, device=pool.device)])
 
     def _by(self, train: bool, mask: torch.Tensor, name: str) -> TensorSet:
         x, y = (self.x_train, self.y_train) if train else (self.x_test, self.y_test)
@@ -129,7 +148,12 @@ class SplitData:
     def _masks(self, train: bool):
         y = self.y_train_orig if train else self.y_test_orig
         ood = torch.isin(y, torch.tensor(self.split.ood_classes, dtype=torch.long, device=y.device))
-        forget = y == self.split.forget_class
+        if self.forget_samples is None:
+            forget = y == self.split.forget_class
+        else:
+            forget = torch.zeros_like(ood)
+            if train:
+                forget[self.forget_samples] = True
         return ~ood & ~forget, forget, ood
 
     def sets(self, train: bool) -> tuple[TensorSet, TensorSet, TensorSet]:
@@ -190,6 +214,22 @@ def pick_device_for(raw: RawDataset, device: torch.device, budget_fraction: floa
     need = 4 * (raw.x_train.numel() + raw.x_test.numel())
     free, _ = torch.cuda.mem_get_info(device)
     return device if need < budget_fraction * free else torch.device("cpu")
+
+
+def forget_sample_positions(n: int, percent: float, seed: int) -> np.ndarray:
+    """The sample-wise forget set as the paper's 2025 ``forget_sample_main.py`` draws it: ``np.random.choice``
+    of ``int(n * percent / 100)`` of ``n`` positions without replacement, under ``seed`` (a
+    ``RandomState``, the generator ``np.random.seed`` drives); sorted. The paper saves the draw of its
+    first run and reuses it for every later seed: ours depends on the seed given, which run.py fixes
+    per dataset so that every method, replicate and retrained model forgets the same samples."""
+    p = float(percent)
+    if not 0 < p < 100:
+        raise UsageError(f"forget percent {percent} is outside (0, 100); pass e.g. --forget_percent 10")
+    k = int(n * p / 100)
+    if not 0 < k < n:
+        raise UsageError(f"forget percent {percent} of {n} training samples selects {k}; "
+                         f"pass a percent that leaves at least one sample on each side")
+    return np.sort(np.random.RandomState(seed).choice(np.arange(n), size=k, replace=False))
 
 
 def make_split_data(raw: RawDataset, split: ClassSplit, device: torch.device | str = "cpu") -> SplitData:

@@ -558,3 +558,57 @@ def test_rum_proxy_is_cached_and_keyed_by_the_checkpoint(digits, pretrained, tmp
     torch.save(obj, ck)
     rum_mod.memorisation_proxy(ctx())
     assert len(calls) == 2
+
+
+def test_sample_wise_split_forgets_a_seeded_share_of_the_in_distribution_training_samples(digits):
+    from datasets.splits import forget_sample_positions
+
+    data = digits.load_data("cpu")
+    sw = data.with_forget_samples(10, 0)
+    n = len(data.in_train)
+    assert sw.sample_wise and not data.sample_wise
+    assert len(sw.forget_train) == int(n * 10 / 100) and len(sw.retain_train) == n - len(sw.forget_train)
+    assert not set(sw.forget_train.idx.tolist()) & set(sw.retain_train.idx.tolist())
+    assert set(sw.forget_train.idx.tolist()) <= set(data.in_train.idx.tolist())
+    assert len(set(sw.forget_train.y.tolist())) > 1  # samples of many classes, each with its own label
+    assert len(sw.forget_test) == 0 and len(sw.retain_test) == len(data.in_test)
+    assert torch.equal(sw.ood_train.idx, data.ood_train.idx)
+    np.testing.assert_array_equal(forget_sample_positions(n, 10, 0),
+                                  np.sort(np.random.RandomState(0).choice(np.arange(n), size=n // 10, replace=False)))
+    assert not torch.equal(data.with_forget_samples(10, 1).forget_train.idx, sw.forget_train.idx)
+
+
+@pytest.mark.parametrize("percent", [0, 100, -5, 0.01, 250])
+def test_forget_percent_outside_the_open_interval_is_a_one_line_error(percent):
+    from datasets.splits import forget_sample_positions
+
+    with pytest.raises(UsageError, match="percent") as e:
+        forget_sample_positions(1000, percent, 0)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_not_class_only_runs_sample_wise_and_the_others_are_refused(digits, pretrained,
+                                                                                pretrained_sparse, method):
+    """Through the registry: a method without ``class_only`` never reads the forget class, so it runs on a
+    sample-wise split; one with it reads the class and is refused with a one-line error."""
+    from unlearn.methods.our2024 import ReplayConfig
+    from unlearn.methods.run import method_context, run_method
+
+    spec, our = get_method(method)
+    p1, p2, opts = recommended(method)
+    from unlearn.methods import resolve_paras
+    p1, p2 = resolve_paras(method, p1, p2)
+    weight = digits.pretrain_dir(pretrain_l1(method, "Digits")) / "best.pth"
+    model, _ = digits.load_model(weight, torch.device("cpu"), fix="pretrain first")
+    data = digits.load_data("cpu").with_forget_samples(10, 0)
+    ctx = method_context(digits, model=model, data=data, device=torch.device("cpu"),
+                         generator=torch.Generator().manual_seed(0), options=opts, progress=False, start=weight)
+    run = lambda: run_method(spec, our, ctx, p1, p2, replay=ReplayConfig(epochs=spec.replay_epochs))  # noqa: E731
+    if spec.class_only:
+        with pytest.raises(UsageError, match="forget class") as e:
+            run()
+        assert "\n" not in str(e.value)
+    else:
+        out, seconds, _ = run()
+        assert all(torch.isfinite(v).all() for v in out.state_dict().values() if v.is_floating_point())

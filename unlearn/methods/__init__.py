@@ -152,6 +152,7 @@ class MethodSpec:
     is_our: bool = False  # the method *is* Over-Unlearning & Replay (OUR): fn is its over phase, no _our variant
     space: tuple = ()  # Params searched by run.py --tune for the method (for OUR: OUR's, replay included)
     over_space: tuple = ()  # Params searched for its _our variant (Over-Unlearning settings, replay_epochs)
+    class_only: str = ""  # why the method needs a forget class (undefined in the sample-wise scenario); "" if it does not
 
     @property
     def options_text(self) -> str:
@@ -174,7 +175,7 @@ _MODULES = ["baseline", "retrain", "finetune", "negative_grad", "amnesiac", "bad
 
 def register_method(name: str, *, para1: str, para2: str, defaults: tuple, approximate: bool = True,
                     over_defaults: tuple | None = None, replay_epochs: int = 3, our_pretrain_l1: float = 0.0,
-                    options=(), is_our: bool = False, space=(), over_space=()):
+                    options=(), is_our: bool = False, space=(), over_space=(), class_only: str = ""):
     """Register ``fn(ctx, para1, para2) -> model``; its docstring's first line is its summary.
 
     ``options``: the :class:`Option` s the method reads with ``ctx.opt``. ``is_our``: the method is
@@ -182,6 +183,8 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
     Replay of :mod:`unlearn.methods.our2024` follows (its options may set their own defaults, e.g.
     ``replay_schedule``). ``space`` / ``over_space``: the :class:`Param` s ``run.py --tune``
     searches for the method and for its ``_our`` variant; checked here (:func:`check_space`).
+    ``class_only``: why the method is defined only when a whole class is forgotten (it reads
+    ``ctx.forget_index``); such a method is refused in the sample-wise scenario.
     """
 
     def deco(fn):
@@ -191,7 +194,7 @@ def register_method(name: str, *, para1: str, para2: str, defaults: tuple, appro
         spec = MethodSpec(name, _declaring(fn, name), para1, para2, tuple(defaults), approximate and not is_our,
                           tuple(over_defaults) if over_defaults else tuple(defaults), replay_epochs,
                           our_pretrain_l1, doc[0] if doc else "", tuple(options), is_our, tuple(space),
-                          tuple(over_space))
+                          tuple(over_space), class_only)
         if over_space and not spec.approximate:
             raise UsageError(f"{name} has no _our variant, so over_space must be empty (put OUR's settings in space)")
         check_space(spec, spec.space, our=is_our)

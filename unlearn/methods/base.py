@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from datasets.splits import SplitData, TensorSet
+from ..core.errors import UsageError
 from ..core.engine import LoopConfig, Sized, ce_step, sgd, train_epochs
 
 
@@ -57,6 +58,10 @@ class Context:
 
     @property
     def forget_index(self) -> int:
+        """The forgotten class as a model output; a sample-wise run forgets samples, not a class."""
+        if getattr(self.data, "sample_wise", False):
+            raise UsageError("this method needs a forget class and a sample-wise run has none; "
+                             "pick a method registered without class_only")
         return self.data.split.forget_index
 
     def method_batch_size(self, default: int) -> int:

@@ -85,6 +85,7 @@ def noise_mean_var(p: torch.Tensor, fisher: torch.Tensor, *, alpha: float, clamp
 
 @register_method("FisherForgetting", para1="alpha (noise scale)", para2="variance clamp", defaults=(1e-6, 1e3),
                  over_defaults=(1e-5, 1e3),
+                 class_only="it zeroes the forget class's row of the classifier head",
                  options=(option("fisher", str, "expected", "Fisher estimate", choices=("expected", "mc", "empirical")),
                           option("fisher_samples", int, 0, "random retain samples in the Fisher (0 = all)"),
                           option("max_gb", float, 2.0, "GB per chunk of per-sample gradients")),

@@ -65,6 +65,7 @@ def retain_subset(ctx, per_class: int):
 
 @register_method("UNSIR", para1="impair learning rate", para2="repair epochs", defaults=(0.02, 1),
                  over_defaults=(0.02, 0),
+                 class_only="its error-maximising noise is optimised against the forget class's label",
                  options=(option("noise_batch", int, 32, "images in the error-maximising noise"),
                           option("noise_steps", int, 25, "Adam steps optimising the noise", phase="plain"),
                           option("over_noise_steps", int, 100, "Adam steps optimising the noise", phase="over"),
