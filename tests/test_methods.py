@@ -612,3 +612,17 @@ def test_every_method_not_class_only_runs_sample_wise_and_the_others_are_refused
     else:
         out, seconds, _ = run()
         assert all(torch.isfinite(v).all() for v in out.state_dict().values() if v.is_floating_point())
+
+
+def test_sample_wise_metrics_read_the_forgotten_samples_and_all_test_data(digits, pretrained):
+    from unlearn.evaluation.metrics import evaluate_unlearning
+
+    model, _ = digits.load_model(digits.pretrain_dir() / "best.pth", torch.device("cpu"), fix="pretrain first")
+    data = digits.load_data("cpu")
+    sw = data.with_forget_samples(10, 0)
+    m = evaluate_unlearning(model, sw, seed=0)
+    assert "forget_test" not in m and all(math.isfinite(v) for v in m.values())
+    from unlearn.core.engine import accuracy
+    assert m["d_f"] == pytest.approx(100 * accuracy(model, sw.forget_train))
+    assert m["d_t"] == pytest.approx(100 * accuracy(model, data.in_test))
+    assert "forget_test" in evaluate_unlearning(model, data, seed=0)
