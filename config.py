@@ -50,6 +50,10 @@ DATASETS = {
 }
 
 
+# Sample-wise scenario (forget_sample_main.py): the percent of the in-distribution training samples forgotten,
+# the paper's 2025 forget_sample_main.py -forget_perc 0.1 (10%).
+FORGET_PERCENT = {"Cifar20": 10.0, "Cifar100": 10.0, "Imagenet64": 10.0, "Digits": 10.0, "FashionMNIST": 10.0}
+
 # Replicates: independently pretrained models (pretraining seeds 0..K-1), each with its own runs of every
 # method. The unit of an experiment is a pretrained model (a method's verdict is a test over its K models
 # against the R retrained references, unlearn/evaluation/rea/decide.py); run.py --replicates overrides.

@@ -31,14 +31,31 @@ def methods_epilog() -> str:
     return "\n".join(lines)
 
 
-def parser(dataset_default: str):
-    p = base_parser("Unlearn one class with a registered method (append _our for Over-Unlearning & Replay).",
+def sample_methods() -> list[str]:
+    """The methods defined without a forget class (``_our`` included): what the sample-wise scenario runs."""
+    return [m for m in list_methods() if not get_method(m)[0].class_only]
+
+
+def parser(dataset_default: str, *, scenario: str = "class"):
+    """The forget stage's flags; ``scenario="sample"``: ``--forget_percent`` and ``--forget_seed`` instead of
+    ``--forget_class``, and only the methods defined without a forget class."""
+    sample = scenario == "sample"
+    what = "a random share of the training samples" if sample else "one class"
+    p = base_parser(f"Unlearn {what} with a registered method (append _our for Over-Unlearning & Replay).",
                     dataset_default)
     p.epilog = methods_epilog()
     p.formatter_class = _RawEpilogFormatter
-    p.add_argument("-method", "--method", required=True, choices=list_methods(), metavar="METHOD",
-                   help="one of: " + ", ".join(list_methods()))
-    add_forget_class(p)
+    names = sample_methods() if sample else list_methods()
+    p.add_argument("-method", "--method", required=True, choices=names, metavar="METHOD",
+                   help="one of: " + ", ".join(names))
+    if sample:
+        p.add_argument("--forget_percent", "--forget-percent", dest="forget_percent", type=finite_float, default=None,
+                       help="percent of the in-distribution training samples to forget, in (0, 100) (default "
+                            "config.FORGET_PERCENT; the paper's -forget_perc 0.1 is 10 here)")
+        p.add_argument("--forget_seed", "--forget-seed", type=nonneg_int, default=0,
+                       help="seed of the forget set's draw (every method and replicate forgets the same samples)")
+    else:
+        add_forget_class(p)
     p.add_argument("-weight_path", "--weight_path", "--weight-path", dest="weight_path", default=None,
                    help="pretrained checkpoint (default log_files/model/pretrain/{net}-{dataset}-{classes}/best.pth)")
     p.add_argument("--para1", type=finite_float, default=None, help="first method parameter (usually the learning rate)")

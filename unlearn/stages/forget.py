@@ -18,7 +18,7 @@ from ..core.errors import Diverged, UsageError
 from ..core.runinfo import environment
 from ..evaluation.metrics import evaluate_unlearning
 from ..methods import check_options, check_paras, get_method, pretrain_l1, resolve_paras
-from ..methods.cli import extras_from_args, parse_options, parser
+from ..methods.cli import extras_from_args, parse_options, parser, sample_methods
 from ..methods.entries import forget_extras, replay_config  # noqa: F401  (tests reach them as forget.*)
 from ..methods.our2024 import ReplayConfig
 from ..methods.run import method_context, run_method
@@ -42,6 +42,9 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     killed rerun never leaves a folder that looks complete.
     """
     spec, our = get_method(method)
+    if setting.sample_wise and spec.class_only:
+        raise UsageError(f"{method} needs a forget class ({spec.class_only}); sample-wise, pick one of: "
+                         f"{', '.join(sample_methods())}")
     para1, para2 = resolve_paras(method, para1, para2)
     check_paras(method, para1, para2)
     check_options(method, options)
@@ -108,8 +111,10 @@ def unlearn_run(setting: Setting, *, method: str, para1=None, para2=None, weight
     return results
 
 
-def main(argv=None, dataset_default: str = "Cifar20"):
-    args = parser(dataset_default).parse_args(argv)
+def main(argv=None, dataset_default: str = "Cifar20", scenario: str = "class"):
+    """The forget stage: one class (``forget_full_class_main_*.py``) or, ``scenario="sample"``, a random
+    share of the training samples (``forget_sample_main.py``)."""
+    args = parser(dataset_default, scenario=scenario).parse_args(argv)
     setting = Setting.from_args(args)
     replay, extras = extras_from_args(args)
     res = unlearn_run(setting, method=args.method, para1=args.para1, para2=args.para2, weight_path=args.weight_path,
@@ -121,6 +126,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
         print(f"{args.method}: {res['status']} at step {res['diverged']['step']} -> {out}")
         return 1
     m = res["metrics"]
+    ft = f" forget_test {m['forget_test']:.2f}" if "forget_test" in m else ""
     print(f"{args.method} ({fmt_para(res['para1'])}, {fmt_para(res['para2'])}): d_t {m['d_t']:.2f} d_f {m['d_f']:.2f} "
-          f"d_r {m['d_r']:.2f} forget_test {m['forget_test']:.2f} mia {m['mia']:.2f} time {res['time']:.2f}s -> {out}")
+          f"d_r {m['d_r']:.2f}{ft} mia {m['mia']:.2f} time {res['time']:.2f}s -> {out}")
     return 0

@@ -6,6 +6,7 @@ Layout (as the paper's code, under ``log_files/``)::
     forget_full_class_main/{net}-{dataset}-{classes}/unlearning/{method}-{para1}-{para2}[-seed{s}][-pre{p}]/
     forget_full_class_main/{net}-{dataset}-{classes}/mia_mu_attack/{method}-{para1}-{para2}[-seed{s}]/
     forget_full_class_main/{net}-{dataset}-{classes}/visualization/{method}-{para1}-{para2}[-seed{s}]/
+    forget_sample_main/{net}-{dataset}-{classes}-forget{percent}pct[-fs{forget_seed}]/{stage}/...  (sample-wise)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import config
 from datasets import canonical_dataset_name, get_dataset
-from datasets.splits import ClassSplit, SplitData, make_split_data
+from datasets.splits import ClassSplit, SplitData, forget_sample_positions, make_split_data
 from models import canonical_model_name, get_model
 from ..core.engine import perturb_init
 from ..core.errors import Stopped, UsageError
@@ -54,6 +55,12 @@ class Setting:
     log_root: str = config.LOG_ROOT
     seed: int = 0
     pretrain_seed: int = 0
+    forget_percent: float | None = None  # sample-wise: this % of the training samples is forgotten; None: a class
+    forget_seed: int = 0  # sample-wise: the seed of that draw (one forget set for every method, replicate and seed)
+
+    @property
+    def sample_wise(self) -> bool:
+        return self.forget_percent is not None
 
     @classmethod
     def from_args(cls, args) -> "Setting":
@@ -67,12 +74,18 @@ class Setting:
                              f"pass -classes {cfg['classes']}")
         forget = getattr(args, "forget_class", None)
         ood = getattr(args, "ood_classes", None)
+        percent = None  # class-wise, unless the command line is the sample-wise one (it has --forget_percent)
+        if hasattr(args, "forget_percent"):
+            percent = args.forget_percent if args.forget_percent is not None else config.FORGET_PERCENT[dataset]
         s = cls(net=net, dataset=dataset, classes=classes,
                 forget_class=cfg["forget_class"] if forget is None else forget,
                 ood_classes=sorted(set(cfg["ood_classes"] if ood is None else ood)),
                 data_root=args.data_root or config.DATA_ROOT,
                 log_root=getattr(args, "log_root", None) or config.LOG_ROOT, seed=args.seed,
-                pretrain_seed=getattr(args, "pretrain_seed", None) or 0)
+                pretrain_seed=getattr(args, "pretrain_seed", None) or 0,
+                forget_percent=percent, forget_seed=getattr(args, "forget_seed", 0) or 0)
+        if s.sample_wise:
+            forget_sample_positions(1000, s.forget_percent, 0)  # validates the percent before anything is loaded
         s.split  # validates forget class / OOD now, before anything is loaded or written
         return s
 
@@ -94,7 +107,7 @@ class Setting:
         out = {}
         if sorted(self.ood_classes) != sorted(cfg["ood_classes"]):
             out["ood_classes"] = sorted(self.ood_classes)
-        if with_forget and self.forget_class != cfg["forget_class"]:
+        if with_forget and not self.sample_wise and self.forget_class != cfg["forget_class"]:
             out["forget_class"] = self.forget_class
         return out
 
@@ -113,7 +126,11 @@ class Setting:
 
     def stage_root(self, stage: str) -> Path:
         """``forget_full_class_main/{tag}/{stage}``: where a stage's run folders (and the setting's other
-        per-stage folders: ``attack_reference``, ``salun_masks``) live."""
+        per-stage folders: ``attack_reference``, ``salun_masks``) live; sample-wise under
+        ``forget_sample_main/{tag}-forget{percent}pct[-fs{forget_seed}]`` (the paper's ``forget_random_main``)."""
+        if self.sample_wise:
+            fs = f"-fs{self.forget_seed}" if self.forget_seed else ""
+            return Path(self.log_root) / "forget_sample_main" / f"{self.tag}-forget{fmt_para(self.forget_percent)}pct{fs}" / stage
         return Path(self.log_root) / "forget_full_class_main" / self.tag / stage
 
     def stage_dir(self, stage: str, method: str, para1, para2, extras: dict | None = None) -> Path:
@@ -133,7 +150,8 @@ class Setting:
         return self.seed + 1_000_003 * self.pretrain_seed
 
     def load_data(self, device) -> SplitData:
-        return make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
+        data = make_split_data(get_dataset(self.dataset, self.data_root), self.split, device)
+        return data.with_forget_samples(self.forget_percent, self.forget_seed) if self.sample_wise else data
 
     def new_model(self, device=None):
         """A freshly initialised model (under ``UNLEARN_FP_PERTURB``, one ulp off: :func:`perturb_init`)."""
