@@ -65,3 +65,57 @@ def test_queries_are_the_sample_then_fixed_augmented_copies(digits, trained):
     assert not np.allclose(four[:, 1], four[:, 0])
     with pytest.raises(UsageError, match="queries 1"):
         shadows.query_scores(model, ts, queries=4)
+
+
+def test_targets_are_forget_and_test_samples_at_their_pool_positions(digits):
+    from dataclasses import replace
+
+    from unlearn.evaluation.sample_attack import pick_targets
+
+    s = replace(digits, forget_percent=10.0)
+    data = s.load_data("cpu")
+    t = pick_targets(data, members=50, non_members=60, seed=1)
+    assert t.member.sum() == 50 and (~t.member).sum() == 60
+    ps = shadows.pool(data)
+    assert torch.equal(ps.x[t.pool_positions], t.samples.x) and torch.equal(ps.y[t.pool_positions], t.samples.y)
+    forget = {tuple(r) for r in data.forget_train.x.flatten(1).tolist()}
+    assert all(tuple(r) in forget for r in t.samples.x[t.member].flatten(1).tolist())
+    assert (t.pool_positions[~t.member] >= len(data.in_train)).all()  # non-members come from the test part
+    again = pick_targets(data, members=50, non_members=60, seed=1)
+    np.testing.assert_array_equal(again.pool_positions, t.pool_positions)
+    with pytest.raises(UsageError, match="sample-wise"):
+        pick_targets(digits.load_data("cpu"))
+
+
+def test_retain_finetune_trains_each_phase_with_a_fresh_optimiser(digits, trained):
+    from unlearn.core.engine import metered
+    from unlearn.evaluation.sample_attack import RetainFinetune, retain_finetune
+
+    model = digits.load_model(trained[0][0], "cpu")[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    retain = digits.load_data("cpu").retain_train
+    with metered() as work:
+        retain_finetune(model, retain, RetainFinetune(lrs=(0.01, 0.005), epochs=(2, 1), batch_size=64),
+                        generator=torch.Generator().manual_seed(0))
+    assert work.examples == 3 * len(retain) and work.steps == 3 * -(-len(retain) // 64)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(UsageError, match="one epoch count per lr"):
+        RetainFinetune(lrs=(0.01,), epochs=(3, 3))
+
+
+def test_lira_summary_reads_members_apart_on_a_model_that_trained_on_them(digits, trained):
+    """The first shadow attacked, all three as the shadow population (a mechanical check: the target is
+    one of its own shadows): the third of the pool it trained on reads as members (AUC above 0.6)."""
+    from unlearn.evaluation.sample_attack import Targets, lira_summary
+
+    paths, keep = trained
+    data = digits.load_data("cpu")
+    ps = shadows.pool(data)
+    mine = np.flatnonzero(keep[0])[:200]
+    other = np.flatnonzero(~keep[0])[:200]
+    pos = np.concatenate([other, mine])
+    ts = ps.subset(torch.as_tensor(pos))
+    t = Targets(pool_positions=pos, member=np.arange(len(pos)) >= len(other), samples=ts)
+    s = np.stack([shadows.query_scores(digits.load_model(p, "cpu")[0], ts) for p in paths])
+    got = lira_summary(digits.load_model(paths[0], "cpu")[0], t, s, keep)
+    assert got["online"].auc > 0.6 and got["offline"].members == 200

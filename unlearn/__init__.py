@@ -11,7 +11,8 @@ Layout (``tests/test_layout.py`` checks its rule on every import of every module
   one in-memory run (``run``) and the forget command line the forget and attack stages share (``cli``).
 * ``evaluation/``: measuring a model: ``metrics``, output-space ``distribution``, ``lira`` (the
   likelihood-ratio membership inference of the sample-wise scenario, on arrays) and ``shadows`` (its
-  cached shadow models and their per-query scores), and ``rea/``
+  cached shadow models and their per-query scores), ``sample_attack`` (the plain LiRA and the sample-wise
+  Reminiscence Attack on one model), and ``rea/``
   (the Reminiscence Attack: ``relearn`` curves, their ``stats``, one model's calibrated verdicts
   (``verdict``), the replicated decision over pretrained models (``decide``, the verdict of record)
   and its simulated error rates (``calibration``), the retrained ``reference`` population, and
