@@ -54,6 +54,20 @@ DATASETS = {
 # the paper's 2025 forget_sample_main.py -forget_perc 0.1 (10%).
 FORGET_PERCENT = {"Cifar20": 10.0, "Cifar100": 10.0, "Imagenet64": 10.0, "Digits": 10.0, "FashionMNIST": 10.0}
 
+# Sample-wise attack (mia_on_mu_main_sample.py, unlearn/evaluation/sample_attack.py): LiRA's shadows (each
+# sample in shadow_in of them), targets (members: forget samples, non-members: test samples), queries, and the
+# sample-wise Reminiscence Attack's retain fine-tuning. GPU datasets: the paper's 2025 code (8 shadows, 6 of 8,
+# 500 vs 500, ResNet18 lrs 0.01 then 0.005 for 3 epochs each). Digits: in-distribution pool 1440 samples
+# (100 forget samples at 10%); not yet measured, a first setting.
+SAMPLE_ATTACK = {
+    **{d: dict(shadows=8, shadow_in=6, members=500, non_members=500, queries=10, rea_lrs=[0.01, 0.005],
+               rea_epochs=[3, 3]) for d in ("Cifar20", "Cifar100", "Imagenet64")},
+    "Digits": dict(shadows=8, shadow_in=6, members=500, non_members=500, queries=1, rea_lrs=[0.01, 0.005],
+                   rea_epochs=[3, 3]),
+    "FashionMNIST": dict(shadows=8, shadow_in=6, members=500, non_members=500, queries=1, rea_lrs=[0.01, 0.005],
+                         rea_epochs=[3, 3]),
+}
+
 # Replicates: independently pretrained models (pretraining seeds 0..K-1), each with its own runs of every
 # method. The unit of an experiment is a pretrained model (a method's verdict is a test over its K models
 # against the R retrained references, unlearn/evaluation/rea/decide.py); run.py --replicates overrides.

@@ -106,7 +106,7 @@ def test_retain_finetune_trains_each_phase_with_a_fresh_optimiser(digits, traine
 def test_lira_summary_reads_members_apart_on_a_model_that_trained_on_them(digits, trained):
     """The first shadow attacked, all three as the shadow population (a mechanical check: the target is
     one of its own shadows): the third of the pool it trained on reads as members (AUC above 0.6)."""
-    from unlearn.evaluation.sample_attack import Targets, lira_summary
+    from unlearn.evaluation.sample_attack import Targets, lira_statistics, lira_summary
 
     paths, keep = trained
     data = digits.load_data("cpu")
@@ -117,5 +117,5 @@ def test_lira_summary_reads_members_apart_on_a_model_that_trained_on_them(digits
     ts = ps.subset(torch.as_tensor(pos))
     t = Targets(pool_positions=pos, member=np.arange(len(pos)) >= len(other), samples=ts)
     s = np.stack([shadows.query_scores(digits.load_model(p, "cpu")[0], ts) for p in paths])
-    got = lira_summary(digits.load_model(paths[0], "cpu")[0], t, s, keep)
+    got = lira_summary(lira_statistics(digits.load_model(paths[0], "cpu")[0], t, s, keep), t)
     assert got["online"].auc > 0.6 and got["offline"].members == 200

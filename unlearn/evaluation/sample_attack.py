@@ -9,7 +9,7 @@ retain set, then ``mia_lira.py -task rea``).
   augmentation, train mode; 3 epochs at ``lrs[0]`` then 3 at ``lrs[1]``, a fresh optimiser for each
   (``fit_one_cycle`` of ``utils/overall_utils.py``: SGD momentum 0.9, weight decay 5e-4, constant lr;
   AdamW with weight decay 1e-4 for ViT); ResNet18 0.01 then 0.005, ViT 1e-4 then 5e-5.
-* LiRA (:func:`lira_summary`): the shadows' scores on the targets (:mod:`unlearn.evaluation.shadows`)
+* LiRA (:func:`lira_statistics`, :func:`lira_summary`): the shadows' scores on the targets (:mod:`unlearn.evaluation.shadows`)
   and the model's, online and offline with fixed variance (:mod:`unlearn.evaluation.lira`).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datasets.splits import TensorSet
 from ..core.engine import LoopConfig, Sized, ce_step, sgd, train_epochs
 from ..core.errors import UsageError
 from .lira import RocSummary, lira_offline, lira_online, roc_summary
-from .shadows import pool, query_scores
+from .shadows import ShadowDesign, pool, query_scores
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,41 @@ def retain_finetune(model, retain: TensorSet, cfg: RetainFinetune, *, generator:
     return model
 
 
-def lira_summary(model, targets: Targets, shadow_scores: np.ndarray, inclusion: np.ndarray, *,
-                 queries: int = 1, augment: dict | None = None) -> dict[str, RocSummary]:
-    """Online and offline LiRA of ``model`` on ``targets``: ``shadow_scores`` ``(S, N, Q)`` on the targets,
-    ``inclusion`` the shadows' ``(S, len(pool))`` design."""
+def lira_statistics(model, targets: Targets, shadow_scores: np.ndarray, inclusion: np.ndarray, *,
+                    queries: int = 1, augment: dict | None = None) -> dict[str, np.ndarray]:
+    """Online and offline LiRA statistics of ``model`` per target: ``shadow_scores`` ``(S, N, Q)`` on the
+    targets, ``inclusion`` the shadows' ``(S, len(pool))`` design."""
     keep = np.asarray(inclusion, dtype=bool)[:, targets.pool_positions]
     mine = query_scores(model, targets.samples, queries=queries, augment=augment)
-    return {"online": roc_summary(lira_online(shadow_scores, keep, mine), targets.member),
-            "offline": roc_summary(lira_offline(shadow_scores, keep, mine), targets.member)}
+    return {"online": lira_online(shadow_scores, keep, mine), "offline": lira_offline(shadow_scores, keep, mine)}
+
+
+def lira_summary(stats: dict[str, np.ndarray], targets: Targets) -> dict[str, RocSummary]:
+    """Each statistic's ROC reading over the targets' membership."""
+    return {k: roc_summary(v, targets.member) for k, v in stats.items()}
+
+
+@dataclass(frozen=True)
+class SampleAttackConfig:
+    """Everything that determines a sample-wise attack: the shadow design, the targets, the queries and
+    the Reminiscence Attack's retain fine-tuning (config.SAMPLE_ATTACK per dataset)."""
+
+    shadows: int = 8
+    shadow_in: int = 6
+    shadow_epochs: int | None = None  # None: the pretraining recipe's
+    members: int = 500
+    non_members: int = 500
+    target_seed: int = 0
+    queries: int = 1
+    rea_lrs: tuple = (0.01, 0.005)
+    rea_epochs: tuple = (3, 3)
+    rea_batch: int = 256
+    rea_optimizer: str = "sgd"
+
+    def design(self) -> ShadowDesign:
+        return ShadowDesign(n_shadows=int(self.shadows), n_in=int(self.shadow_in), seed=0,
+                            epochs=None if self.shadow_epochs is None else int(self.shadow_epochs))
+
+    def finetune(self) -> RetainFinetune:
+        return RetainFinetune(lrs=tuple(float(x) for x in self.rea_lrs), epochs=tuple(int(x) for x in self.rea_epochs),
+                              batch_size=int(self.rea_batch), optimizer=self.rea_optimizer)
