@@ -385,7 +385,7 @@ def _pca_2d(x: np.ndarray) -> np.ndarray:
     return proj
 
 
-def distribution_metrics(points, labels, cls) -> dict:
+def distribution_metrics(points, labels, cls, *, overlap: OverlapResult | None = None) -> dict:
     """All forget-class metrics of the paper in one dict.
 
     Keys: ``intra_class_variance`` (float), ``silhouette`` (float),
@@ -395,14 +395,15 @@ def distribution_metrics(points, labels, cls) -> dict:
     (normally the 2-D t-SNE embedding).  The KDE overlap needs 2-D points: for
     D > 2 (e.g. applying the metrics to the raw logits) it is computed on the
     first two principal components of all points, and for D == 1 on the value
-    with a constant second coordinate.
+    with a constant second coordinate. ``overlap``: the :func:`kde_overlap` of these 2-D points, when the
+    caller has it already (its plot), so it is not computed twice.
     """
     x = _as_points(points)
     y = _as_labels(labels, x.shape[0])
     var = intra_class_variance(x, y, cls)
     sil, near = forget_silhouette(x, y, cls)
     x2 = x if x.shape[1] == 2 else _pca_2d(x)
-    ov = kde_overlap(x2, y, cls).overlap
+    ov = (overlap if overlap is not None and x.shape[1] == 2 else kde_overlap(x2, y, cls)).overlap
     return {
         "intra_class_variance": var,
         "silhouette": sil,

@@ -116,10 +116,12 @@ def analyse(setting: Setting, runs, *, features: str = "logits", max_points: int
         t0 = time.perf_counter()
         feats = predict(model, x, features=features == "penultimate").cpu().numpy().astype(np.float64)
         pts = D.tsne_2d(feats, seed=tsne_seed)
-        metrics = {"tsne": D.distribution_metrics(pts, y, cls), "features": D.distribution_metrics(feats, y, cls)}
+        ov = D.kde_overlap(pts, y, cls)
+        metrics = {"tsne": D.distribution_metrics(pts, y, cls, overlap=ov),
+                   "features": D.distribution_metrics(feats, y, cls)}
         title = f"{m} ({a}, {b}), {setting.tag}"
         D.plot_tsne(out / "tsne", pts, y, cls, class_names=names, title=title)
-        D.plot_overlap(out / "kde_overlap", D.kde_overlap(pts, y, cls), title=title)
+        D.plot_overlap(out / "kde_overlap", ov, title=title)
         buf = io.BytesIO()
         np.save(buf, np.column_stack([pts, y]).astype(np.float64))
         atomic_write_bytes(out / "tsne_points.npy", buf.getvalue())  # columns: x, y, label
