@@ -216,16 +216,21 @@ def pick_device_for(raw: RawDataset, device: torch.device, budget_fraction: floa
     return device if need < budget_fraction * free else torch.device("cpu")
 
 
+def check_forget_percent(percent) -> float:
+    """The sample-wise forget percent as a float in (0, 100), else a one-line UsageError."""
+    p = float(percent)
+    if not 0 < p < 100:
+        raise UsageError(f"forget percent {percent} is outside (0, 100); pass e.g. --forget_percent 10")
+    return p
+
+
 def forget_sample_positions(n: int, percent: float, seed: int) -> np.ndarray:
     """The sample-wise forget set as the paper's 2025 ``forget_sample_main.py`` draws it: ``np.random.choice``
     of ``int(n * percent / 100)`` of ``n`` positions without replacement, under ``seed`` (a
     ``RandomState``, the generator ``np.random.seed`` drives); sorted. The paper saves the draw of its
     first run and reuses it for every later seed: ours depends on the seed given, which run.py fixes
     per dataset so that every method, replicate and retrained model forgets the same samples."""
-    p = float(percent)
-    if not 0 < p < 100:
-        raise UsageError(f"forget percent {percent} is outside (0, 100); pass e.g. --forget_percent 10")
-    k = int(n * p / 100)
+    k = int(n * check_forget_percent(percent) / 100)
     if not 0 < k < n:
         raise UsageError(f"forget percent {percent} of {n} training samples selects {k}; "
                          f"pass a percent that leaves at least one sample on each side")

@@ -14,7 +14,7 @@ DESIGN = shadows.ShadowDesign(n_shadows=3, n_in=1, seed=0, epochs=3)
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    return shadows.train_shadows(digits, DESIGN, device="cpu")
+    return shadows.train_shadows(digits, DESIGN, digits.load_data("cpu"), device="cpu")
 
 
 def test_every_pool_sample_is_in_n_in_shadows_and_they_learned_what_they_hold(digits, trained):
@@ -33,12 +33,13 @@ def test_every_pool_sample_is_in_n_in_shadows_and_they_learned_what_they_hold(di
 def test_the_cache_is_reused_for_the_same_inputs_only(digits, trained):
     paths, _ = trained
     stamps = [p.stat().st_mtime_ns for p in paths]
-    again, _ = shadows.train_shadows(digits, DESIGN, device="cpu")
+    again, _ = shadows.train_shadows(digits, DESIGN, digits.load_data("cpu"), device="cpu")
     assert again == paths and [p.stat().st_mtime_ns for p in again] == stamps
-    other, _ = shadows.train_shadows(digits, shadows.ShadowDesign(n_shadows=3, n_in=1, seed=1, epochs=1), device="cpu")
+    other, _ = shadows.train_shadows(digits, shadows.ShadowDesign(n_shadows=3, n_in=1, seed=1, epochs=1),
+                                     digits.load_data("cpu"), device="cpu")
     assert not set(other) & set(paths)  # another design seed: other keys, other files
     paths[1].write_bytes(b"truncated")
-    fixed, _ = shadows.train_shadows(digits, DESIGN, device="cpu")
+    fixed, _ = shadows.train_shadows(digits, DESIGN, digits.load_data("cpu"), device="cpu")
     assert fixed == paths and torch.load(paths[1], weights_only=True)["lira_key"] == paths[1].parent.name
     assert [p.stat().st_mtime_ns for p in (paths[0], paths[2])] == [stamps[0], stamps[2]]
 

@@ -73,12 +73,12 @@ def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-def shadow_key(setting: Setting, design: ShadowDesign, pool_set: TensorSet, shadow: int) -> str:
-    recipe = pretrain_recipe(setting.dataset)
-    recipe = recipe.with_epochs(design.epochs) if design.epochs else recipe
+def shadow_key(setting: Setting, design: ShadowDesign, pool_digest: list[str], shadow: int) -> str:
+    """The cache key of one shadow: a hash of everything that determines it (``pool_digest``: the pool's
+    images' and labels' sha256)."""
     material = {"version": CODE_VERSION, "dataset": setting.dataset, "net": setting.net,
                 "split": {"classes": setting.classes, "ood": list(setting.ood_classes)},
-                "pool": [_digest(pool_set.x), _digest(pool_set.y)], "recipe": recipe.as_dict(),
+                "pool": list(pool_digest), "recipe": shadow_recipe(setting, design).as_dict(),
                 "design": asdict(design), "shadow": int(shadow), "threads": torch.get_num_threads()}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -90,17 +90,23 @@ def _valid(path: Path, key: str) -> bool:
         return False
 
 
-def train_shadows(setting: Setting, design: ShadowDesign, *, device, progress: bool = False) -> tuple[list[Path], np.ndarray]:
-    """The design's shadow checkpoints (trained where no valid cached one exists) and its inclusion
-    matrix ``(n_shadows, len(pool))``."""
-    data = setting.load_data(device)
+def shadow_recipe(setting: Setting, design: ShadowDesign):
+    """The pretraining recipe, over the design's epochs when it names them."""
+    recipe = pretrain_recipe(setting.dataset)
+    return recipe.with_epochs(design.epochs) if design.epochs else recipe
+
+
+def train_shadows(setting: Setting, design: ShadowDesign, data, *, device,
+                  progress: bool = False) -> tuple[list[Path], np.ndarray]:
+    """The design's shadow checkpoints on ``data``'s pool (trained where no valid cached one exists) and
+    its inclusion matrix ``(n_shadows, len(pool))``."""
     ps = pool(data)
     keep = design.inclusion(len(ps))
-    recipe = pretrain_recipe(setting.dataset)
-    recipe = recipe.with_epochs(design.epochs) if design.epochs else recipe
+    recipe = shadow_recipe(setting, design)
+    digest = [_digest(ps.x), _digest(ps.y)]
     paths = []
     for s in range(int(design.n_shadows)):
-        key = shadow_key(setting, design, ps, s)
+        key = shadow_key(setting, design, digest, s)
         path = setting.stage_root("lira_shadows") / key / f"shadow{s}.pth"
         if not _valid(path, key):
             gen = seed_everything(int(design.seed) * 1000 + s)

@@ -92,7 +92,7 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
     out = setting.stage_dir("mia_sample_attack", method, para1, para2, forget_extras)
     (out / "results.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    shadow_paths, keep = train_shadows(setting, design, device=device, progress=progress)
+    shadow_paths, keep = train_shadows(setting, design, data, device=device, progress=progress)
     t_shadows = time.perf_counter() - t0
     augment = dict(padding=data.raw.crop_padding, hflip=data.raw.hflip) if pretrain_recipe(setting.dataset).augment \
         else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import config
 from datasets import canonical_dataset_name, get_dataset
-from datasets.splits import ClassSplit, SplitData, forget_sample_positions, make_split_data
+from datasets.splits import ClassSplit, SplitData, check_forget_percent, make_split_data
 from models import canonical_model_name, get_model
 from ..core.engine import perturb_init
 from ..core.errors import Stopped, UsageError
@@ -85,7 +85,7 @@ class Setting:
                 pretrain_seed=getattr(args, "pretrain_seed", None) or 0,
                 forget_percent=percent, forget_seed=getattr(args, "forget_seed", 0) or 0)
         if s.sample_wise:
-            forget_sample_positions(1000, s.forget_percent, 0)  # validates the percent before anything is loaded
+            check_forget_percent(s.forget_percent)  # before anything is loaded or written
         s.split  # validates forget class / OOD now, before anything is loaded or written
         return s
 
