@@ -63,6 +63,11 @@ def warmup_multistep(optimizer, *, steps_per_epoch: int, warmup_epochs: int, mil
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def augmentation(recipe: TrainRecipe, raw) -> dict | None:
+    """:func:`datasets.splits.augment_batch`'s arguments for ``raw`` when ``recipe`` augments, else None."""
+    return dict(padding=raw.crop_padding, hflip=raw.hflip) if recipe.augment else None
+
+
 def fit(model, ts, recipe: TrainRecipe, *, raw, generator, l1=0.0, desc: str = "train", progress: bool = True,
         on_epoch_end=None) -> tuple[list[dict], torch.optim.Optimizer]:
     """Train ``model`` on the TensorSet ``ts`` with ``recipe``; returns (per-epoch history, optimiser)."""
@@ -75,7 +80,7 @@ def fit(model, ts, recipe: TrainRecipe, *, raw, generator, l1=0.0, desc: str = "
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    augment = dict(padding=raw.crop_padding, hflip=raw.hflip) if recipe.augment else None
+    augment = augmentation(recipe, raw)
     loop = LoopConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, l1=l1, desc=desc, progress=progress,
                       augment=augment)
     history = train_epochs(model, lambda e: Sized(ts.batches(recipe.batch_size, shuffle=True, generator=generator),

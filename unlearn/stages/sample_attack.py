@@ -28,7 +28,7 @@ import torch
 import config
 from ..core.cli import device_arg, nonneg_int, positive_float, positive_int
 from ..core.engine import resolve_device, seed_everything
-from ..core.recipe import pretrain_recipe
+from ..core.recipe import augmentation, pretrain_recipe
 from ..core.errors import UsageError
 from ..core.runinfo import environment
 from ..evaluation.metrics import evaluate_unlearning
@@ -94,8 +94,7 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
     t0 = time.perf_counter()
     shadow_paths, keep = train_shadows(setting, design, data, device=device, progress=progress)
     t_shadows = time.perf_counter() - t0
-    augment = dict(padding=data.raw.crop_padding, hflip=data.raw.hflip) if pretrain_recipe(setting.dataset).augment \
-        else None
+    augment = augmentation(pretrain_recipe(setting.dataset), data.raw)
     shadow_scores = np.stack([query_scores(setting.load_model(p, device)[0], targets.samples, queries=cfg.queries,
                                            augment=augment) for p in shadow_paths])
     gen = seed_everything(setting.train_seed)
@@ -112,6 +111,7 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     _plots(out, f"{method} ({fmt_para(para1)}, {fmt_para(para2)}), {setting.tag}, forget "
                 f"{fmt_para(setting.forget_percent)}%", stats, targets.member)
+    seconds = time.perf_counter() - t0
     identity = run_identity(argv if argv is not None else ["<api>", method, str(para1), str(para2)],
                             dataset=setting.dataset, inputs=[path, *shadow_paths])
     results = {"status": "ok", "method": method, "para1": para1, "para2": para2, "model": str(path),
@@ -119,7 +119,7 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
                "targets": {"members": int(targets.member.sum()), "non_members": int((~targets.member).sum())},
                "shadows": [str(p) for p in shadow_paths],
                "config": {**setting.as_dict(), **asdict(cfg), "device": str(device)},
-               "seconds": time.perf_counter() - t0, "seconds_shadows": t_shadows, "environment": environment(),
+               "seconds": seconds, "seconds_shadows": t_shadows, "environment": environment(),
                "identity": identity}
     atomic_write_json(out / "results.json", results)
     return results
