@@ -19,6 +19,9 @@ pretrain_path = None       # an existing pretrained checkpoint; None: pretrain w
 mu_method_list = None      # [(method, para1, para2), ...]; None: config.MU_METHOD_LIST[dataset]
 attack = None              # overrides of config.ATTACK[dataset], e.g. dict(trials=40, relearning_lr=[0.01])
 stages = ["pretrain", "forget", "attack", "distribution"]
+scenario = "class"         # "class": forget one class; "sample": forget a random share of the training samples
+forget_percent = None      # sample-wise: percent of the training samples forgotten (None: config.FORGET_PERCENT)
+sample_attack = None       # sample-wise: overrides of config.SAMPLE_ATTACK[dataset], e.g. dict(shadows=16)
 # The paper's habit: set python_file to forget_full_class_main_{dataset}.py or
 # mia_on_mu_main_{dataset}_fullclass.py to run only that stage over mu_method_list.
 python_file = None
@@ -32,4 +35,4 @@ if __name__ == "__main__":
     sys.exit(run_cli(lambda: main(sys.argv[1:], defaults=dict(
         net=net, dataset=dataset, classes=n_classes, forget_class=forget_class, seeds=seeds, replicates=replicates,
         weight_path=pretrain_path, methods=mu_method_list, attack=attack, stages=stages, python_file=python_file,
-        jobs=jobs))))
+        jobs=jobs, scenario=scenario, forget_percent=forget_percent, sample_attack=sample_attack))))

@@ -7,11 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import config
-from .core.cli import Parser, add_forget_class, nonneg_int, positive_int
+from datasets.splits import check_forget_percent
+from .core.cli import Parser, add_forget_class, finite_float, nonneg_int, positive_int
 from .core.errors import UsageError
 from .methods import pretrain_l1
 from .methods.entries import normalise_entry
 from .pipeline.runner import build_jobs, default_jobs, run_jobs, script
+from .pipeline.sample_jobs import build_sample_jobs, split_methods
+from .pipeline.sample_summary import write_sample_summary
 from .pipeline.slurm import add_slurm_args, cluster_options, run_jobs_slurm
 from .pipeline.summary import write_summary
 from .store.setting import Setting
@@ -20,6 +23,8 @@ from .tune.grid import tuned_entries
 from .tune.search import tune
 
 STAGES = ["pretrain", "forget", "attack", "distribution"]
+SCENARIOS = ("class", "sample")
+SAMPLE_SCRIPTS = ("forget_sample_main", "mia_on_mu_main_sample")
 
 
 def parser(defaults: dict):
@@ -41,6 +46,15 @@ def parser(defaults: dict):
     p.add_argument("--methods", nargs="+", default=None,
                    help="method names to run (settings from the list in config.py); default: the whole list")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=defaults["stages"])
+    p.add_argument("--scenario", choices=SCENARIOS, default=defaults.get("scenario") or "class",
+                   help="what is forgotten: one class (the paper's main scenario) or a random share of the training "
+                        "samples (its 2025 sample-wise scenario: forget_sample_main.py, mia_on_mu_main_sample.py, "
+                        "log_files/sample_summary.md)")
+    p.add_argument("--forget_percent", "--forget-percent", dest="sample_percent", type=finite_float,
+                   default=defaults.get("forget_percent"),
+                   help="sample-wise: percent of the training samples forgotten (default config.FORGET_PERCENT)")
+    p.add_argument("--forget_seed", "--forget-seed", dest="sample_seed", type=nonneg_int, default=0,
+                   help="sample-wise: the seed of the forget set's draw")
     p.add_argument("--python_file", default=defaults["python_file"],
                    help="the paper's way: run only this stage script over the method list")
     p.add_argument("-weight_path", "--weight_path", default=defaults["weight_path"])
@@ -68,8 +82,8 @@ def parser(defaults: dict):
     return p
 
 
-_PREFIXES = {"forget_full_class_main": "forget", "mia_on_mu_main": "attack", "pretrain_model": "pretrain",
-             "run-distribution-metric": "distribution"}
+_PREFIXES = {"forget_full_class_main": "forget", "forget_sample_main": "forget", "mia_on_mu_main": "attack",
+             "pretrain_model": "pretrain", "run-distribution-metric": "distribution"}
 
 
 def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list[str]:
@@ -84,6 +98,8 @@ def stages_for(python_file: str | None, stages: list[str], dataset: str) -> list
 
     name = Path(python_file).name
     stage = next((st for pre, st in _PREFIXES.items() if name.startswith(pre)), None)
+    if name.startswith(SAMPLE_SCRIPTS):
+        return [stage]
     if stage is None:
         raise UsageError(f"python_file {python_file!r} is not a stage script; use forget_full_class_main_<dataset>.py "
                          "or mia_on_mu_main_<dataset>_fullclass.py")
@@ -144,6 +160,8 @@ def main(argv, defaults: dict) -> int:
     attack = dict(defaults["attack"] or {})
     if args.trials:
         attack["trials"] = args.trials
+    if args.tune and args.scenario == "sample":
+        raise UsageError("--tune tunes the class-wise scenario; drop --tune, or --scenario sample")
     if args.tune:
         cluster = cluster_options(args, base) if args.executor != "local" else None
         extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
@@ -153,6 +171,9 @@ def main(argv, defaults: dict) -> int:
                     cluster=cluster, replicates=replicate_seeds(args, base.dataset))
     stages = stages_for(args.python_file, args.stages, base.dataset)
     replicates = replicate_seeds(args, base.dataset)
+    if args.scenario == "sample" or Path(args.python_file or "").name.startswith(SAMPLE_SCRIPTS):
+        return sample_main(args, base, methods, stages=stages, replicates=replicates,
+                           attack=dict(defaults.get("sample_attack") or {}))
     methods = use_tuned(base, methods, seed=args.seeds[0], weight_path=args.weight_path, dry_run=args.dry_run)
     refs = args.retrain_refs if args.retrain_refs is not None else attack.get(
         "retrain_refs", config.ATTACK.get(base.dataset, {}).get("retrain_refs", 0))
@@ -178,6 +199,45 @@ def main(argv, defaults: dict) -> int:
                              replicates=replicates)
     print(md)
     print(f"summary: {base.log_root}/summary.md, summary.csv ({time.perf_counter() - t0:.0f}s)")
+    if failed:
+        print(f"{len(failed)} run(s) failed:")
+        for k, v in failed.items():
+            print(f"  {k}: {v}")
+        return 1
+    return 0
+
+
+def sample_main(args, base: Setting, methods, *, stages, replicates, attack: dict) -> int:
+    """``--scenario sample``: the sample-wise graph (:mod:`unlearn.pipeline.sample_jobs`) over the methods of
+    the list defined without a forget class, then ``log_files/sample_summary.{md,csv}``."""
+    percent = args.sample_percent if args.sample_percent is not None else config.FORGET_PERCENT[base.dataset]
+    check_forget_percent(percent)
+    base = replace(base, forget_percent=float(percent), forget_seed=args.sample_seed)
+    methods, dropped = split_methods(methods)
+    if dropped:
+        print(f"# sample-wise: {', '.join(dropped)} left out (defined only for a forget class)")
+    stages = [s for s in stages if s != "distribution"]  # the distribution metrics are of a forget class
+    refs = args.retrain_refs if args.retrain_refs is not None else config.SAMPLE_RETRAIN_REFS.get(base.dataset, 0)
+    t0 = time.perf_counter()
+    failed = {}
+    if not args.summary_only:
+        extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
+        jobs = build_sample_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
+                                 extra_pretrain=extra, weight_path=args.weight_path,
+                                 method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs,
+                                 replicates=replicates)
+        n_jobs = args.jobs or default_jobs()
+        status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
+                                 progress=args.progress) if args.executor != "local" else
+                  run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
+                           batch=n_jobs == 1 and not args.isolate))
+        if args.dry_run:
+            return 0
+        failed = {k: v[1] for k, v in status.items() if v[0] != 0}
+    _, md = write_sample_summary(base, methods, args.seeds, weight_path=args.weight_path, replicates=replicates,
+                                 retrain_refs=refs)
+    print(md)
+    print(f"summary: {base.log_root}/sample_summary.md, sample_summary.csv ({time.perf_counter() - t0:.0f}s)")
     if failed:
         print(f"{len(failed)} run(s) failed:")
         for k, v in failed.items():

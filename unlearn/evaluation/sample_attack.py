@@ -23,7 +23,7 @@ from datasets.splits import TensorSet
 from ..core.engine import LoopConfig, Sized, ce_step, sgd, train_epochs
 from ..core.errors import UsageError
 from .lira import RocSummary, lira_offline, lira_online, roc_summary
-from .shadows import ShadowDesign, pool, query_scores
+from .shadows import ShadowDesign, pool
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,14 @@ def retain_finetune(model, retain: TensorSet, cfg: RetainFinetune, *, generator:
     return model
 
 
-def lira_statistics(model, targets: Targets, shadow_scores: np.ndarray, inclusion: np.ndarray, *,
-                    queries: int = 1, augment: dict | None = None) -> dict[str, np.ndarray]:
-    """Online and offline LiRA statistics of ``model`` per target: ``shadow_scores`` ``(S, N, Q)`` on the
-    targets, ``inclusion`` the shadows' ``(S, len(pool))`` design."""
+def lira_statistics(target_scores: np.ndarray, targets: Targets, shadow_scores: np.ndarray,
+                    inclusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Online and offline LiRA statistics per target: ``target_scores`` ``(N, Q)`` the attacked model's
+    queries (:func:`unlearn.evaluation.shadows.query_scores`), ``shadow_scores`` ``(S, N, Q)`` the
+    shadows' on the same targets, ``inclusion`` the shadows' ``(S, len(pool))`` design."""
     keep = np.asarray(inclusion, dtype=bool)[:, targets.pool_positions]
-    mine = query_scores(model, targets.samples, queries=queries, augment=augment)
-    return {"online": lira_online(shadow_scores, keep, mine), "offline": lira_offline(shadow_scores, keep, mine)}
+    return {"online": lira_online(shadow_scores, keep, target_scores),
+            "offline": lira_offline(shadow_scores, keep, target_scores)}
 
 
 def lira_summary(stats: dict[str, np.ndarray], targets: Targets) -> dict[str, RocSummary]:

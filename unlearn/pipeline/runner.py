@@ -36,7 +36,8 @@ from .batch import save_run_log
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {"pretrain": "pretrain_model_{d}.py", "forget": "forget_full_class_main_{d}.py",
-           "attack": "mia_on_mu_main_{d}_fullclass.py", "distribution": "run-distribution-metric.py"}
+           "attack": "mia_on_mu_main_{d}_fullclass.py", "distribution": "run-distribution-metric.py",
+           "forget_sample": "forget_sample_main.py", "attack_sample": "mia_on_mu_main_sample.py"}
 PAPER_SCRIPT_DATASET = {"Cifar20": "cifar20", "Cifar100": "cifar100", "Imagenet64": "imagenet64"}
 
 
@@ -82,15 +83,20 @@ def script(stage: str, dataset: str) -> str:
 
 
 def common_flags(s: Setting, *, classes: bool = True) -> list[str]:
-    """Flags every stage command gets; the class split always explicit, so no run falls back to config.py's."""
-    split = ["--forget_class", str(s.forget_class)] if classes else []
+    """Flags every stage command gets; the class split always explicit, so no run falls back to config.py's.
+    ``classes``: what is forgotten, a class or (sample-wise) ``--forget_percent`` and ``--forget_seed``."""
+    split = []
+    if classes and s.sample_wise:
+        split = ["--forget_percent", fmt_para(s.forget_percent), "--forget_seed", str(s.forget_seed)]
+    elif classes:
+        split = ["--forget_class", str(s.forget_class)]
     split += ["--ood_classes", *map(str, s.ood_classes)]
     split += ["--pretrain_seed", str(s.pretrain_seed)] if s.pretrain_seed else []
     return ["--dataset", s.dataset, "-net", s.net, "-classes", str(s.classes), *split, "--data-root", s.data_root,
             "--log-root", s.log_root, "--no-progress"]
 
 
-def _attack_flags(attack: dict) -> list[str]:
+def attack_flags(attack: dict) -> list[str]:
     out = []
     for k, v in attack.items():
         out += [f"--{k}", *map(str, v)] if isinstance(v, (list, tuple)) else [f"--{k}", str(v)]
@@ -163,8 +169,9 @@ def forget_job(s: Setting, entry, *, weight_path=None, deps=()) -> tuple[Job, li
              *(["--para1", str(p1)] if p1 is not None else []),
              *(["--para2", str(p2)] if p2 is not None else []), *replay_flags]
     fdir = s.stage_dir("unlearning", method, p1, p2, extras)
+    stage = "forget_sample" if s.sample_wise else "forget"
     job = Job(f"forget:{s.run_name(method, p1, p2, extras)}",
-              [sys.executable, script("forget", s.dataset), *flags, *_weight_flags(weight_path)], fdir,
+              [sys.executable, script(stage, s.dataset), *flags, *_weight_flags(weight_path)], fdir,
               [fdir / "results.json"], list(deps), group=f"forget:seed{s.seed}{s.replicate_tag}", dataset=s.dataset)
     return job, flags, extras
 
@@ -210,7 +217,7 @@ def attack_job(s: Setting, entry, forget_flags: list[str], extras: dict, *, atta
     method, p1, p2, _ = entry
     adir = s.stage_dir("mia_mu_attack", method, p1, p2, {**extras, **attack_extras(s.dataset, attack)})
     cmd = [sys.executable, script("attack", s.dataset), *forget_flags, *_weight_flags(weight_path),
-           *_attack_flags(attack)]
+           *attack_flags(attack)]
     return Job(f"attack:{adir.name}", cmd, adir, [adir / "results.json"], list(deps), group=f"attack:seed{s.seed}{s.replicate_tag}",
                threads=1, dataset=s.dataset)
 
@@ -231,7 +238,7 @@ def distribution_job(s: Setting, entry, extras: dict, *, deps=(), force: bool = 
 def reference_curves_job(s: Setting, attack: dict, *, deps=()) -> Job:
     """The references' relearning curves for ``s``'s seed: a helper job, run only when an attack needing it runs."""
     cmd = [sys.executable, script("attack", s.dataset), *common_flags(s), "-seed", str(s.seed), "-method", "retrain",
-           "--refs-only", *_attack_flags(attack)]
+           "--refs-only", *attack_flags(attack)]
     return Job(f"attack-references:seed{s.seed}{s.replicate_tag}", cmd, s.stage_root("mia_mu_attack"), [], list(deps), threads=1,
                if_needed=True, dataset=s.dataset)
 

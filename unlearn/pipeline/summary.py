@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import config
-from ..evaluation.rea.decide import decide_means, holm
+from ..evaluation.rea.decide import decide_family
 from ..evaluation.rea.verdict import index_defined
 from ..methods.entries import entry_settings
 from ..store.checkpoint import atomic_write_text, read_ok_results, save_figure
@@ -250,22 +250,18 @@ def verdicts(rows: list[dict], per_run: list[list[dict]], *, alpha: float | None
                 pooled.setdefault(seed, []).append(v)
         ref_means = np.array([np.mean(v) for v in pooled.values()], dtype=float)
         margin = k_sd * float(ref_means.std(ddof=1)) if ref_means.size > 1 else float("nan")
-        first = [decide_means(np.array(x, dtype=float), ref_means, margin=margin, alpha=alpha) if x else None
-                 for x, _ in stats]
-        family = [i for i, d in enumerate(first) if d is not None and rows[i]["method"] != "baseline"]
-        adjusted = dict(zip(family, holm([first[i].p_diff for i in family])))
+        got = decide_family({i: x for i, (x, _) in enumerate(stats)}, ref_means, margin=margin, alpha=alpha,
+                            outside=[i for i, r in enumerate(rows) if r["method"] == "baseline"])
         for i, r in enumerate(rows):
-            d = first[i]
-            if i in adjusted:
-                d = decide_means(np.array(stats[i][0], dtype=float), ref_means, margin=margin, alpha=alpha,
-                                 p_adjusted=adjusted[i])
+            d = got[i]
+            adjusted = d is not None and r["method"] != "baseline"
             r[f"verdict_{short}"] = None if d is None else d.label
             r[f"rea_diff_{short}"] = float("nan") if d is None else d.diff
             r[f"rea_diff_{short}_std"] = float("nan")
             r[f"rea_diff_{short}_n"] = 0 if d is None else d.n_method
             r[f"verdict_{short}_n"] = 0 if d is None else d.n_method
             r[f"decision_{short}"] = None if d is None else d.as_dict()
-            r[f"verdict_p_{short}"] = float("nan") if d is None else d.p_adjusted if i in adjusted else d.p_diff
+            r[f"verdict_p_{short}"] = float("nan") if d is None else d.p_adjusted if adjusted else d.p_diff
             r[f"verdict_p_equiv_{short}"] = float("nan") if d is None else d.p_equiv
 
 

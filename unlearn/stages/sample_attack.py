@@ -9,8 +9,9 @@ For one unlearned model: the LiRA shadows of the setting (trained once, cached:
   ``mia_lira.py -task rea``).
 
 It writes ``results.json`` (both levels' AUC, best balanced accuracy, TPR at 1% and 10% FPR; the
-fine-tuned model's accuracies), ``scores.npz`` (every target's per-example statistic at both levels,
-its membership and pool position) and log-scale ROC curves and score histograms (PNG and PDF).
+fine-tuned model's accuracies), ``scores.npz`` (every target's per-example statistics at both levels,
+``{level}_{online,offline}``, the model's own score ``{level}_score`` (mean over queries; what the
+summary's per-example test against the retrained models reads), membership and pool position) and log-scale ROC curves and score histograms (PNG and PDF).
 Deviations from the paper's code are those of :mod:`unlearn.evaluation.lira` and
 :mod:`unlearn.evaluation.shadows` (declared there).
 """
@@ -101,13 +102,16 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
     tuned = retain_finetune(copy.deepcopy(model), data.retain_train, finetune, generator=gen, progress=progress)
     models = {"plain": model, "rea": tuned}
     summaries, stats = {}, {}
+    raw = {}
     for level, m in models.items():
-        got = lira_statistics(m, targets, shadow_scores, keep, queries=cfg.queries, augment=augment)
+        mine = query_scores(m, targets.samples, queries=cfg.queries, augment=augment)
+        raw[level] = mine.mean(axis=1)
+        got = lira_statistics(mine, targets, shadow_scores, keep)
         summaries[level] = {k: v.as_dict() for k, v in lira_summary(got, targets).items()}
         stats.update({(level, k): v for k, v in got.items()})
     buf = io.BytesIO()
     np.savez(buf, member=targets.member, pool_positions=targets.pool_positions,
-             **{f"{lv}_{k}": v for (lv, k), v in stats.items()})
+             **{f"{lv}_{k}": v for (lv, k), v in stats.items()}, **{f"{lv}_score": v for lv, v in raw.items()})
     atomic_write_bytes(out / "scores.npz", buf.getvalue())
     _plots(out, f"{method} ({fmt_para(para1)}, {fmt_para(para2)}), {setting.tag}, forget "
                 f"{fmt_para(setting.forget_percent)}%", stats, targets.member)
@@ -125,10 +129,24 @@ def sample_attack(setting: Setting, *, method: str, para1, para2, cfg: SampleAtt
     return results
 
 
+def shadows_only(setting: Setting, *, cfg: SampleAttackConfig, device="auto", progress: bool = True) -> dict:
+    """``--shadows-only``: train (or find cached) the setting's LiRA shadows; no unlearned model needed."""
+    design = cfg.design()
+    device = resolve_device(device)
+    t0 = time.perf_counter()
+    paths, _ = train_shadows(setting, design, setting.load_data(device), device=device, progress=progress)
+    return {"shadows": [str(p) for p in paths], "seconds": time.perf_counter() - t0}
+
+
 def parser(dataset_default: str):
     p = forget_parser(dataset_default, scenario="sample")
     p.description = ("Plain LiRA and the sample-wise Reminiscence Attack (retain fine-tuning, then LiRA) on the "
                      "model forget_sample_main.py wrote for the same -method --para1 --para2.")
+    for a in p._actions:  # -method is not needed with --shadows-only
+        if a.dest == "method":
+            a.required = False
+    p.add_argument("--shadows-only", "--shadows_only", dest="shadows_only", action="store_true",
+                   help="only train (or find cached) the LiRA shadows of this setting; -method is ignored")
     p.add_argument("--shadows", type=positive_int, default=None, help="LiRA shadow models (config.SAMPLE_ATTACK)")
     p.add_argument("--shadow_in", type=positive_int, default=None, help="shadows that train on each sample")
     p.add_argument("--shadow_epochs", type=positive_int, default=None, help="shadow training epochs (default: "
@@ -148,6 +166,12 @@ def main(argv=None, dataset_default: str = "Cifar20"):
     given = {k: getattr(args, k) for k in SampleAttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
     cfg = SampleAttackConfig(**{**config.SAMPLE_ATTACK.get(setting.dataset, {}), **given})
     cfg.design(), cfg.finetune()  # bad attack settings are reported before a missing model
+    if args.shadows_only:
+        r = shadows_only(setting, cfg=cfg, device=device_arg(args), progress=args.progress)
+        print(f"{len(r['shadows'])} LiRA shadows ready ({r['seconds']:.1f}s) -> {setting.stage_root('lira_shadows')}")
+        return 0
+    if args.method is None:
+        raise UsageError("-method is required (or pass --shadows-only)")
     para1, para2 = resolve_paras(args.method, args.para1, args.para2)
     _, f_extras = extras_from_args(args)
     res = sample_attack(setting, method=args.method, para1=para1, para2=para2, cfg=cfg, device=device_arg(args),

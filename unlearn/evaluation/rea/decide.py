@@ -315,6 +315,22 @@ def decide_many(named: dict, ref_models, *, margin: float, alpha: float = 0.05) 
             for (k, v), p in zip(named.items(), adj)}
 
 
+def decide_family(stats: dict, ref_means, *, margin: float, alpha: float = 0.05, outside=()) -> dict:
+    """Decisions from model statistics for the rows of a table against one reference population.
+
+    ``stats``: row name -> that row's model statistics (one per replicate; empty: no decision, None).
+    The rows not named in ``outside`` form one Holm family (:func:`holm`); a row in ``outside`` (an
+    anchor, a check of the attack rather than a claim) is decided on its unadjusted p-value.
+    Returns row name -> :class:`Decision` or None, in the given order."""
+    refs = _means(ref_means, "ref_means")
+    first = {k: decide_means(np.asarray(v, dtype=float), refs, margin=margin, alpha=alpha) if len(v) else None
+             for k, v in stats.items()}
+    family = [k for k, d in first.items() if d is not None and k not in set(outside)]
+    adjusted = dict(zip(family, holm([first[k].p_diff for k in family])))
+    return {k: decide_means(np.asarray(stats[k], dtype=float), refs, margin=margin, alpha=alpha,
+                            p_adjusted=adjusted[k]) if k in adjusted else d for k, d in first.items()}
+
+
 @dataclass(frozen=True)
 class DisplayIndex:
     """The reminiscence index for display: ``(method_mean - ref_mean) / (anchor_mean - ref_mean)``.
