@@ -316,3 +316,18 @@ def test_default_reference_population_can_decide(dataset):
     if k < 2:
         pytest.skip(f"{dataset}: K = {k}, the one-model prediction test decides (no permutation test)")
     assert family * D.smallest_p(k, r) < config.REA_ALPHA, (dataset, k, r, family)
+
+
+def test_decide_family_holm_adjusts_the_family_and_leaves_the_anchor_out():
+    from unlearn.evaluation.rea.decide import decide_family
+
+    rng = np.random.default_rng(3)
+    refs = rng.normal(size=20)
+    stats = {"anchor": [5.0, 5.2, 4.9], "far": [3.0, 3.1, 2.9], "near": [0.1, -0.2, 0.3], "none": []}
+    got = decide_family(stats, refs, margin=1.5 * refs.std(ddof=1), alpha=0.05, outside=["anchor"])
+    raw = {k: D.decide_means(np.array(v), refs, margin=1.5 * refs.std(ddof=1)) for k, v in stats.items() if v}
+    assert got["none"] is None and math.isnan(got["anchor"].p_adjusted)
+    assert got["anchor"].p_diff == raw["anchor"].p_diff
+    adj = D.holm([raw["far"].p_diff, raw["near"].p_diff])
+    assert [got["far"].p_adjusted, got["near"].p_adjusted] == adj
+    assert got["far"].label == "residual"

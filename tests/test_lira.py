@@ -113,3 +113,30 @@ def test_shapes_are_checked():
         lira.lira_offline(s, keep, t[:5])
     with pytest.raises(ValueError, match="members and non-members"):
         lira.roc_summary(t, np.ones(10, dtype=bool))
+
+
+def test_crossfit_balanced_accuracy_is_chance_for_noise_and_one_for_a_perfect_score():
+    rng = np.random.default_rng(0)
+    member = np.arange(400) >= 200
+    noise = [lira.crossfit_balanced_accuracy(rng.normal(size=400), member, seed=s) for s in range(40)]
+    best = [lira.roc_summary(rng.normal(size=400), member).best_balanced_accuracy for _ in range(40)]
+    assert abs(np.mean(noise) - 0.5) < 0.01 and np.mean(best) > 0.53  # the in-sample best is optimistic
+    assert lira.crossfit_balanced_accuracy(member.astype(float), member) == 1.0
+    assert lira.roc_summary(member.astype(float), member).balanced_accuracy_crossfit == 1.0
+
+
+def test_against_retrained_standardises_by_the_retrained_scores_per_target():
+    rng = np.random.default_rng(1)
+    difficulty = rng.normal(0, 3, size=300)  # per-target offsets that a global threshold cannot remove
+    refs = difficulty + rng.normal(size=(12, 300))
+    member = np.arange(300) >= 150
+    retrained_like = difficulty + rng.normal(size=300)
+    remembers = retrained_like + 1.5 * member
+    auc = lambda x: float(np.mean([(a > b) for a in x[member] for b in x[~member]]))  # noqa: E731
+    assert abs(auc(lira.against_retrained(retrained_like, refs)) - 0.5) < 0.08
+    z = lira.against_retrained(remembers, refs)
+    assert auc(z) > 0.8 > auc(remembers)  # per-target standardisation is what separates them
+    sd = np.sqrt(((refs - refs.mean(0)) ** 2).sum() / (refs.size - 300))
+    assert z[0] == pytest.approx((remembers[0] - refs[:, 0].mean()) / sd)
+    with pytest.raises(ValueError, match="at least two retrained"):
+        lira.against_retrained(remembers, refs[:1])
