@@ -110,6 +110,7 @@ def test_the_summary_is_what_the_runs_say(sample_run):
     md = (root / "sample_summary.md").read_text()
     assert "forget 10% of the training samples" in md and "| baseline |" in md
     assert not (root / "summary.md").exists()  # the class-wise table is not written by the sample scenario
+    assert all((root / f"sample_summary_auc.{ext}").is_file() for ext in ("png", "pdf"))
 
 
 def test_a_second_sample_run_recomputes_nothing(sample_run):

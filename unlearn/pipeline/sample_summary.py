@@ -1,4 +1,5 @@
-"""The sample-wise table: ``log_files/sample_summary.{md,csv}`` (``run.py --scenario sample``).
+"""The sample-wise table (``run.py --scenario sample``): ``log_files/sample_summary.{md,csv}`` and the
+figure ``sample_summary_auc.{png,pdf}``.
 
 One row per method of the list (those defined without a forget class), read from the runs'
 ``results.json`` and ``scores.npz``; numbers are mean ± sd (ddof=1) over replicates x seeds.
@@ -33,7 +34,7 @@ import config
 from ..evaluation.lira import against_retrained
 from ..evaluation.rea.decide import decide_family
 from ..methods.entries import entry_settings
-from ..store.checkpoint import atomic_write_text, read_ok_results
+from ..store.checkpoint import atomic_write_text, read_ok_results, save_figure
 from ..store.setting import Setting, fmt_para
 
 LEVELS = ("plain", "rea")
@@ -145,8 +146,8 @@ def replicate_means(models: list[dict], key: str) -> list[float]:
 
 
 def summarise(base: Setting, methods, seeds, *, weight_path=None, replicates=(0,), retrain_refs: int = 0) \
-        -> tuple[list[dict], dict | None]:
-    """(method rows with their verdicts, the null row of the references or None)."""
+        -> tuple[list[dict], dict | None, list[dict]]:
+    """(method rows with their verdicts, the null row of the references or None, the references' models)."""
     retrain = next((m for m in methods if m[0] == "retrain"), None)
     refs = references(base, retrain, retrain_refs, weight_path=weight_path) if retrain else []
     rows, per_method = [], []
@@ -157,6 +158,7 @@ def summarise(base: Setting, methods, seeds, *, weight_path=None, replicates=(0,
             _ulira(m, refs)
         rows.append(_row(entry[0], entry[1], entry[2], models, len(replicates) * len(seeds)))
         rows[-1]["replicates"] = len({m["replicate"] for m in models})
+        rows[-1]["_models"] = {k: [m["numbers"][k] for m in models] for k in ("lira_auc_plain", "lira_auc_rea")}
         per_method.append(models)
     alpha, k_sd = float(config.REA_ALPHA), float(config.REA_MARGIN_SD)
     for col, key in VERDICTS.items():
@@ -174,7 +176,7 @@ def summarise(base: Setting, methods, seeds, *, weight_path=None, replicates=(0,
         null = _row(f"null ({len(refs)} retrained refs)", "", "", [{**r, "replicate": i} for i, r in
                                                                          enumerate(refs)], retrain_refs)
         null["null"] = True
-    return rows, null
+    return rows, null, refs
 
 
 def _fmt(v, sd=None, digits: int = 3) -> str:
@@ -229,12 +231,40 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def plot_summary(stem: Path, rows: list[dict], refs: list[dict]):
+    """Each method's models' online LiRA AUC, plain and after ReA, against the retrained references'
+    95% prediction band (:func:`unlearn.evaluation.rea.verdict.band`) of each level."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
+    from matplotlib.figure import Figure  # lazy: start-up time
+
+    from ..evaluation.rea.verdict import band
+
+    fig = Figure(figsize=(max(7.0, 0.45 * len(rows) + 2), 4.2), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    for off, lv, color in ((-0.15, "plain", "tab:red"), (0.15, "rea", "tab:blue")):
+        b = band([r["numbers"][f"lira_auc_{lv}"] for r in refs])["band"]
+        if np.isfinite(b).all():
+            ax.axhspan(*b, color=color, alpha=0.12, label=f"retrained references, {lv}: 95% prediction band")
+        for i, r in enumerate(rows):
+            ys = r["_models"].get(f"lira_auc_{lv}", [])
+            ax.plot(np.full(len(ys), i + off), ys, "o", ms=3.5, color=color, label=lv if i == 0 else None)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(x, [r["method"] for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("online LiRA AUC (forget vs test)")
+    ax.set_title("sample-wise: plain LiRA and after the retain fine-tuning (ReA), one point per model", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    save_figure(fig, stem, bbox_inches="tight")
+
+
 def write_sample_summary(base: Setting, methods, seeds, *, weight_path=None, replicates=(0,),
                          retrain_refs: int = 0) -> tuple[list[dict], str]:
     """Write ``sample_summary.{md,csv}`` under the log root; returns (rows, markdown table)."""
-    rows, null = summarise(base, methods, seeds, weight_path=weight_path, replicates=replicates,
-                           retrain_refs=retrain_refs)
+    rows, null, refs = summarise(base, methods, seeds, weight_path=weight_path, replicates=replicates,
+                                 retrain_refs=retrain_refs)
     md = to_markdown(rows + ([null] if null else []))
+    plot_summary(Path(base.log_root) / "sample_summary_auc", rows, refs)
     title = (f"# {base.tag}, forget {fmt_para(base.forget_percent)}% of the training samples (forget seed "
              f"{base.forget_seed}), seeds {list(seeds)}, replicates (pretraining seeds) {list(replicates)}\n\n")
     legend = "\n".join(f"- `{k}`: {d}" for k, d in COLUMNS)
