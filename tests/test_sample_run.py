@@ -146,3 +146,14 @@ def test_python_file_of_a_sample_script_runs_that_stage_sample_wise(tmp_path, ca
     cmds = [line for line in out.splitlines() if not line.startswith("#")]
     assert rc == 0 and cmds and all(" forget_sample_main.py " in c for c in cmds)
     assert not root.exists()
+
+
+@pytest.mark.parametrize("attack,what", [(dict(shadows=1), "at least 2 shadows"), (dict(shadow=8), "unknown"),
+                                         (dict(rea_lrs=[0.01]), "one epoch count per lr")])
+def test_bad_sample_attack_settings_in_run_py_stop_before_anything_runs(tmp_path, capsys, attack, what):
+    from unlearn.core.errors import UsageError
+
+    root = tmp_path / "logs"
+    with pytest.raises(UsageError, match=what):
+        launch(argv(root), {**defaults(), "sample_attack": attack})
+    assert not root.exists()

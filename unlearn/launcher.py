@@ -13,6 +13,7 @@ from .core.errors import UsageError
 from .methods import pretrain_l1
 from .methods.entries import normalise_entry
 from .pipeline.runner import build_jobs, default_jobs, run_jobs, script
+from .evaluation.sample_attack import SampleAttackConfig
 from .pipeline.sample_jobs import build_sample_jobs, split_methods
 from .pipeline.sample_summary import write_sample_summary
 from .pipeline.slurm import add_slurm_args, cluster_options, run_jobs_slurm
@@ -213,6 +214,7 @@ def sample_main(args, base: Setting, methods, *, stages, replicates, attack: dic
     percent = args.sample_percent if args.sample_percent is not None else config.FORGET_PERCENT[base.dataset]
     check_forget_percent(percent)
     base = replace(base, forget_percent=float(percent), forget_seed=args.sample_seed)
+    SampleAttackConfig.checked({**config.SAMPLE_ATTACK.get(base.dataset, {}), **attack})  # one line now, nothing run
     methods, dropped = split_methods(methods)
     if dropped:
         print(f"# sample-wise: {', '.join(dropped)} left out (defined only for a forget class)")

@@ -120,6 +120,17 @@ class SampleAttackConfig:
     rea_batch: int = 256
     rea_optimizer: str = "sgd"
 
+    @classmethod
+    def checked(cls, settings: dict) -> "SampleAttackConfig":
+        """A config from ``settings`` (config.SAMPLE_ATTACK[dataset] with overrides), checked: an unknown key
+        or a bad design is a one-line UsageError before anything runs."""
+        unknown = sorted(set(settings) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"sample attack settings {unknown} are unknown; valid: {', '.join(cls.__dataclass_fields__)}")
+        cfg = cls(**settings)
+        cfg.design(), cfg.finetune()
+        return cfg
+
     def design(self) -> ShadowDesign:
         return ShadowDesign(n_shadows=int(self.shadows), n_in=int(self.shadow_in), seed=0,
                             epochs=None if self.shadow_epochs is None else int(self.shadow_epochs))

@@ -164,8 +164,7 @@ def main(argv=None, dataset_default: str = "Cifar20"):
     args = parser(dataset_default).parse_args(argv)
     setting = Setting.from_args(args)
     given = {k: getattr(args, k) for k in SampleAttackConfig.__dataclass_fields__ if getattr(args, k, None) is not None}
-    cfg = SampleAttackConfig(**{**config.SAMPLE_ATTACK.get(setting.dataset, {}), **given})
-    cfg.design(), cfg.finetune()  # bad attack settings are reported before a missing model
+    cfg = SampleAttackConfig.checked({**config.SAMPLE_ATTACK.get(setting.dataset, {}), **given})  # before the model
     if args.shadows_only:
         r = shadows_only(setting, cfg=cfg, device=device_arg(args), progress=args.progress)
         print(f"{len(r['shadows'])} LiRA shadows ready ({r['seconds']:.1f}s) -> {setting.stage_root('lira_shadows')}")
