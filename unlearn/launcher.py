@@ -181,25 +181,36 @@ def main(argv, defaults: dict) -> int:
     if args.retrain_refs is not None:
         attack["retrain_refs"] = args.retrain_refs
     t0 = time.perf_counter()
-    failed = {}
-    if not args.summary_only:
-        extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
-        jobs = build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
-                          extra_pretrain=extra, weight_path=args.weight_path,
-                          method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs, force=args.force,
-                          replicates=replicates)
-        n_jobs = args.jobs or default_jobs()
-        status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
-                                 progress=args.progress) if args.executor != "local" else
-                  run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
-                           batch=n_jobs == 1 and not args.isolate))
-        if args.dry_run:
-            return 0
-        failed = {k: v[1] for k, v in status.items() if v[0] != 0}
+    build = lambda extra: build_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,  # noqa: E731
+                                     extra_pretrain=extra, weight_path=args.weight_path,
+                                     method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs,
+                                     force=args.force, replicates=replicates)
+    failed = execute(args, base, build)
+    if failed is None:
+        return 0
     rows, md = write_summary(base, methods, args.seeds, weight_path=args.weight_path, attack=attack,
                              replicates=replicates)
+    return report(md, f"{base.log_root}/summary.md, summary.csv", t0, failed)
+
+
+def execute(args, base: Setting, build) -> dict | None:
+    """Run the graph ``build(extra_pretrain)`` makes, locally or on SLURM: {failed run: last line}; None
+    after a dry run; nothing to run with ``--summary-only``."""
+    if args.summary_only:
+        return {}
+    jobs = build(["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else [])
+    n_jobs = args.jobs or default_jobs()
+    status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
+                             progress=args.progress) if args.executor != "local" else
+              run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
+                       batch=n_jobs == 1 and not args.isolate))
+    return None if args.dry_run else {k: v[1] for k, v in status.items() if v[0] != 0}
+
+
+def report(md: str, where: str, t0: float, failed: dict) -> int:
+    """Print the table, where it went and the failed runs; the exit code (1 when any failed)."""
     print(md)
-    print(f"summary: {base.log_root}/summary.md, summary.csv ({time.perf_counter() - t0:.0f}s)")
+    print(f"summary: {where} ({time.perf_counter() - t0:.0f}s)")
     if failed:
         print(f"{len(failed)} run(s) failed:")
         for k, v in failed.items():
@@ -221,28 +232,13 @@ def sample_main(args, base: Setting, methods, *, stages, replicates, attack: dic
     stages = [s for s in stages if s != "distribution"]  # the distribution metrics are of a forget class
     refs = args.retrain_refs if args.retrain_refs is not None else config.SAMPLE_RETRAIN_REFS.get(base.dataset, 0)
     t0 = time.perf_counter()
-    failed = {}
-    if not args.summary_only:
-        extra = ["--epochs", str(args.pretrain_epochs)] if args.pretrain_epochs else []
-        jobs = build_sample_jobs(base, methods=methods, seeds=args.seeds, stages=stages, attack=attack,
-                                 extra_pretrain=extra, weight_path=args.weight_path,
-                                 method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs,
-                                 replicates=replicates)
-        n_jobs = args.jobs or default_jobs()
-        status = (run_jobs_slurm(jobs, cluster_options(args, base), force=args.force, dry_run=args.dry_run,
-                                 progress=args.progress) if args.executor != "local" else
-                  run_jobs(jobs, n_jobs=n_jobs, force=args.force, dry_run=args.dry_run, progress=args.progress,
-                           batch=n_jobs == 1 and not args.isolate))
-        if args.dry_run:
-            return 0
-        failed = {k: v[1] for k, v in status.items() if v[0] != 0}
+    build = lambda extra: build_sample_jobs(base, methods=methods, seeds=args.seeds, stages=stages,  # noqa: E731
+                                            attack=attack, extra_pretrain=extra, weight_path=args.weight_path,
+                                            method_l1=lambda m: pretrain_l1(m, base.dataset), retrain_refs=refs,
+                                            replicates=replicates)
+    failed = execute(args, base, build)
+    if failed is None:
+        return 0
     _, md = write_sample_summary(base, methods, args.seeds, weight_path=args.weight_path, replicates=replicates,
                                  retrain_refs=refs)
-    print(md)
-    print(f"summary: {base.log_root}/sample_summary.md, sample_summary.csv ({time.perf_counter() - t0:.0f}s)")
-    if failed:
-        print(f"{len(failed)} run(s) failed:")
-        for k, v in failed.items():
-            print(f"  {k}: {v}")
-        return 1
-    return 0
+    return report(md, f"{base.log_root}/sample_summary.md, sample_summary.csv", t0, failed)
