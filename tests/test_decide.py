@@ -318,6 +318,20 @@ def test_default_reference_population_can_decide(dataset):
     assert family * D.smallest_p(k, r) < config.REA_ALPHA, (dataset, k, r, family)
 
 
+@pytest.mark.parametrize("dataset", sorted(config.REPLICATES))
+def test_default_sample_wise_reference_population_can_decide(dataset):
+    """The same for the sample-wise table: its family is the list's methods defined without a forget class."""
+    from unlearn.methods.entries import normalise_entry
+    from unlearn.pipeline.sample_jobs import split_methods
+
+    k, r = config.REPLICATES[dataset], config.SAMPLE_RETRAIN_REFS[dataset]
+    kept, _ = split_methods([normalise_entry(e) for e in config.MU_METHOD_LIST[dataset]])
+    family = len([e for e in kept if e[0] != "baseline"])
+    if k < 2:
+        pytest.skip(f"{dataset}: K = {k}, the one-model prediction test decides (no permutation test)")
+    assert family * D.smallest_p(k, r) < config.REA_ALPHA, (dataset, k, r, family)
+
+
 def test_decide_family_holm_adjusts_the_family_and_leaves_the_anchor_out():
     from unlearn.evaluation.rea.decide import decide_family
 
