@@ -259,7 +259,7 @@ OFF_TARGET = {
                       "2.1, 46.8 / 2.4 on run.py's replicates 0, 1, 2 (pretraining seeds; the third was not among "
                       "the three checked models); on replicate 2 (1e-4, 6) 48.2, (2e-4, 4) 44.1, (5e-4, 4) 79.6, "
                       "(1e-3, 4) 68.2, (5e-5, 4) 46.4 and T 1 (1e-4, 4) 21.2: none forgets there",
-        "Wfisher": "depends on the pretrained model: at alpha 1.5 d_f is 1.0, 1.7, 37.2 on run.py's replicates "
+        "Wfisher": "depends on the pretrained model: at alpha 1.5 d_f is 1.0, 1.7, 37.1 on run.py's replicates "
                    "0, 1, 2 (pretraining seeds); on replicate 2 alpha 1.75 gives 26.6, 2 18.9, 3 1.4 (d_t drop "
                    "5.5), but alpha 3 drops d_t by 8.6 and 23.7 on replicates 0 and 1",
     },
