@@ -244,6 +244,43 @@ def test_stale_identity_is_rerun(digits, pretrained):
     assert runner.pending_jobs([job], force=False) == [job]
 
 
+def test_sigterm_to_the_launcher_stops_its_stage_processes(tmp_path):
+    """``kill`` of run.py (SIGTERM to it alone) must not leave its stage processes running as orphans."""
+    import signal
+    import subprocess
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from unlearn.pipeline import runner\n"
+        f"job = runner.Job('sleeper', [sys.executable, '-c', {child!r}], Path({str(tmp_path / 'run')!r}),\n"
+        f"                 [Path({str(tmp_path / 'run' / 'results.json')!r})])\n"
+        "runner.run_jobs([job], n_jobs=1, progress=False)\n")
+    p = subprocess.Popen([sys.executable, str(driver)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not (pidfile.is_file() and pidfile.read_text()) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    assert pidfile.is_file(), "the stage process never started"
+    pid = int(pidfile.read_text())
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=30)
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the stage process outlived the launcher")
+    assert rc == 128 + signal.SIGTERM
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
 def test_interrupted_atomic_write_keeps_the_old_file(tmp_path):
     from unlearn.store import checkpoint
 

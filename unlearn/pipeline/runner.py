@@ -10,15 +10,19 @@ config.py entries, input files and code) and nothing it depends on runs again;
 ``force`` reruns every job of the requested stages. A run counts as done only
 when it exits 0 *and* leaves a fresh ``results.json``; every stage removes its
 old ``results.json`` before writing anything, so a failed or killed rerun is
-never mistaken for a finished one.
+never mistaken for a finished one. A SIGTERM to the launcher (``kill``; Ctrl-C already
+reaches the whole process group) stops the stage processes it started before it exits, so
+that none goes on running, or writing, after it.
 """
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -305,6 +309,47 @@ def judge(job: Job, rc: int, tail: str) -> tuple[str, int, str]:
     return job.name, rc, tail
 
 
+class _Children:
+    """The stage processes running now, so that a SIGTERM to the launcher can stop them too."""
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def stop(self, signum, frame):
+        """The SIGTERM handler of :func:`run_jobs`: terminate every child, then exit as the signal would."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        for p in procs:
+            p.terminate()
+        raise SystemExit(128 + signum)
+
+
+_CHILDREN = _Children()
+
+
+def run_child(cmd: list[str], *, env: dict, input: str | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in the repository root, with the child
+    registered while it runs (see :class:`_Children`)."""
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        with _CHILDREN.lock:
+            _CHILDREN.procs.add(p)
+            if _CHILDREN.stopping:
+                p.terminate()
+        try:
+            out, err = p.communicate(input)
+        except BaseException:
+            p.kill()
+            raise
+        finally:
+            with _CHILDREN.lock:
+                _CHILDREN.procs.discard(p)
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
 def _execute(unit: list[Job], gpu, threads: int) -> list[tuple[str, int, str]]:
     """Run one job as its own process, or several in one :mod:`unlearn.pipeline.batch` process."""
     extra = ["--threads", str(threads)] if gpu is None else []
@@ -312,12 +357,11 @@ def _execute(unit: list[Job], gpu, threads: int) -> list[tuple[str, int, str]]:
     if len(unit) == 1:
         job = unit[0]
         cmd = [*job.cmd, *extra]
-        p = subprocess.run(cmd, cwd=ROOT, env=job_env(gpu), capture_output=True, text=True)
+        p = run_child(cmd, env=job_env(gpu))
         save_run_log(job.folder, cmd, p.stdout, p.stderr)
         return [judge(job, p.returncode, f"{last_line(p.stderr, p.stdout)} ({time.perf_counter() - t0:.1f}s)")]
     runs = [{"script": j.cmd[1], "argv": [*j.cmd[2:], *extra], "folder": str(j.folder)} for j in unit]
-    p = subprocess.run([sys.executable, "-m", "unlearn.pipeline.batch"], input=json.dumps(runs), cwd=ROOT,
-                       env=job_env(gpu), capture_output=True, text=True)
+    p = run_child([sys.executable, "-m", "unlearn.pipeline.batch"], env=job_env(gpu), input=json.dumps(runs))
     try:
         rcs = json.loads(p.stdout.strip().splitlines()[-1])["rcs"]
     except (IndexError, ValueError, KeyError, TypeError):
@@ -380,7 +424,19 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
                       unfinished={j.name for j in pending}, gpus=gpus,
                       free_gpus=[gpus[i % len(gpus)] for i in range(n_jobs)] if gpus else [], free_cores=cores,
                       bar=tqdm(total=len(pending), desc="runs", disable=not progress))
-    with ThreadPoolExecutor(max_workers=max(n_jobs, cores)) as pool:
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _CHILDREN.stop) if main else None
+    try:
+        _run_schedule(sched, workers=max(n_jobs, cores))
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    sched.bar.close()
+    return status
+
+
+def _run_schedule(sched: "_Schedule", *, workers: int):
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         while sched.units or sched.running:
             before = len(sched.units)
             sched.start_ready(pool)
@@ -390,8 +446,6 @@ def run_jobs(jobs: list[Job], *, n_jobs: int, force: bool = False, dry_run: bool
                 continue
             finished, _ = wait(list(sched.running), return_when=FIRST_COMPLETED)
             sched.collect(finished)
-    sched.bar.close()
-    return status
 
 
 @dataclass
