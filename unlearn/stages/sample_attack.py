@@ -45,7 +45,10 @@ LEVELS = ("plain", "rea")
 
 
 def _plots(out, title: str, stats: dict, member: np.ndarray):
-    """Log-scale ROC curves (the convention of the LiRA literature) and per-example score histograms."""
+    """Log-scale ROC curves (the convention of the LiRA literature) and per-example score histograms.
+
+    The axes start at the resolution of the targets (1 / non-members, 1 / members): a rate below it
+    cannot be measured, so a curve's value at FPR 0 is drawn there."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: start-up time
     from matplotlib.figure import Figure  # lazy: start-up time
     from sklearn.metrics import roc_curve  # lazy: start-up time
@@ -53,12 +56,15 @@ def _plots(out, title: str, stats: dict, member: np.ndarray):
     fig = Figure(figsize=(5.0, 4.5), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    lo_x, lo_y = 1.0 / max(int((~member).sum()), 1), 1.0 / max(int(member.sum()), 1)
     for (level, kind), x in stats.items():
         fpr, tpr, _ = roc_curve(member, x)
-        ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=f"{level} {kind}", lw=1.2)
-    ax.plot([1e-4, 1], [1e-4, 1], color="grey", ls=":", lw=0.8, label="chance")
+        ax.plot(np.maximum(fpr, lo_x), np.maximum(tpr, lo_y), label=f"{level} {kind}", lw=1.2)
+    ax.plot([lo_x, 1], [lo_x, 1], color="grey", ls=":", lw=0.8, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(lo_x, 1)
+    ax.set_ylim(lo_y, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=9)
