@@ -332,7 +332,8 @@ _CHILDREN = _Children()
 
 def run_child(cmd: list[str], *, env: dict, input: str | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` in the repository root, with the child
-    registered while it runs (see :class:`_Children`)."""
+    registered while it runs (see :class:`_Children`); its stdin is ``input`` or, without one, empty
+    (a stage never reads the launcher's terminal)."""
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         with _CHILDREN.lock:
